@@ -1,0 +1,102 @@
+"""Argument checks shared by every public object.
+
+Each check returns the normalized plain-Python value or raises a
+`ValueError`/`TypeError` that names the argument, says what was expected and
+shows what was received (`Received: factor=-1`).
+"""
+
+import math
+import numbers
+
+
+def _received(name, value):
+    return f"Received: {name}={value!r}"
+
+
+def number(value, name):
+    """Returns `value` as a finite Python float, refusing bools and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        # NumPy scalars are `numbers.Real`; tensors and strings are not.
+        raise TypeError(
+            f"`{name}` must be a real number (int or float). "
+            f"{_received(name, value)} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"`{name}` must be a finite number. {_received(name, value)}"
+        )
+    return value
+
+
+def non_negative(value, name):
+    """Returns `value` as a float `>= 0`."""
+    value = number(value, name)
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0. {_received(name, value)}")
+    return value
+
+
+def positive(value, name):
+    """Returns `value` as a float `> 0`."""
+    value = number(value, name)
+    if value <= 0:
+        raise ValueError(f"`{name}` must be > 0. {_received(name, value)}")
+    return value
+
+
+def rate(value, name="rate"):
+    """Returns `value` as a float in `[0, 1)` (a dropout rate)."""
+    value = number(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{name}` must be in the interval [0, 1). {_received(name, value)}"
+        )
+    return value
+
+
+def positive_int(value, name):
+    """Returns `value` as an int `>= 1`, refusing bools and floats."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer >= 1. {_received(name, value)} "
+            f"of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1. {_received(name, value)}")
+    return int(value)
+
+
+def one_of(value, name, choices):
+    """Returns `value` if it is one of `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        expected = ", ".join(repr(c) for c in choices)
+        raise ValueError(
+            f"`{name}` must be one of {expected}. {_received(name, value)}"
+        )
+    return value
+
+
+def patterns(value, name):
+    """Returns glob patterns as a list of strings (`None` -> `[]`).
+
+    A single string is one pattern. Lists keep JSON round trips exact.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a string or a list of strings. "
+            f"{_received(name, value)}"
+        ) from None
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise TypeError(
+                f"`{name}` must contain only non-empty strings. "
+                f"{_received(name, value)}"
+            )
+    return items

@@ -1,0 +1,1 @@
+"""Reference training set-ups built from keras_regkit's parts."""

@@ -1,0 +1,106 @@
+"""Checks shared by the test modules (Keras's own test helpers are not public API)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def config_round_trip(obj):
+    """Serializes `obj` through JSON and the registry, and returns the copy.
+
+    Asserts the registered name is under `keras_regkit>` and that the copy's
+    config equals the original's.
+    """
+    serialized = keras.saving.serialize_keras_object(obj)
+    assert serialized["registered_name"].startswith("keras_regkit>"), serialized
+    restored = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(serialized))
+    )
+    assert type(restored) is type(obj)
+    assert restored.get_config() == obj.get_config()
+    return restored
+
+
+def run_python(code, *, timeout=600, env=None):
+    """Runs `code` in a fresh Python process and returns its stdout.
+
+    The process starts in the repository root with the current backend, so it
+    imports this checkout of `keras_regkit`. A failure raises `AssertionError`
+    carrying the child's stderr.
+    """
+    full_env = dict(os.environ)
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    full_env["KERAS_BACKEND"] = keras.backend.backend()
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), full_env.get("PYTHONPATH", "")]
+    )
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"child process failed ({result.returncode}):\n{result.stderr[-5000:]}"
+    )
+    return result.stdout
+
+
+def load_in_fresh_process(model_path, inputs, *, train_targets=None, timeout=600):
+    """Loads a `.keras` file in a new process (`safe_mode=True`, no `custom_objects`).
+
+    Returns a dict with the loaded model's `predictions` on `inputs`, its
+    `losses` (the regularization penalties, in order), its `weights`, and, if
+    `train_targets` is given, the `weights_after_step` of one `train_on_batch`
+    on `(inputs, train_targets)` with the loaded (compiled) model.
+    """
+    model_path = pathlib.Path(model_path)
+    data_path = model_path.with_suffix(".inputs.npz")
+    out_path = model_path.with_suffix(".outputs.npz")
+    arrays = {"x": np.asarray(inputs)}
+    if train_targets is not None:
+        arrays["y"] = np.asarray(train_targets)
+    np.savez(data_path, **arrays)
+    run_python(
+        f"""
+        import numpy as np, keras
+        import keras_regkit  # registers the package's classes; nothing else
+        model = keras.saving.load_model({str(model_path)!r}, safe_mode=True)
+        data = np.load({str(data_path)!r})
+        out = {{"predictions": np.asarray(model(data["x"], training=False))}}
+        for i, loss in enumerate(model.losses):
+            out[f"loss_{{i}}"] = np.asarray(loss)
+        for i, w in enumerate(model.weights):
+            out[f"weight_{{i}}"] = np.asarray(w)
+        if "y" in data:
+            model.train_on_batch(data["x"], data["y"])
+            for i, w in enumerate(model.weights):
+                out[f"step_weight_{{i}}"] = np.asarray(w)
+        np.savez({str(out_path)!r}, **out)
+        """,
+        timeout=timeout,
+    )
+    loaded = dict(np.load(out_path))
+    result = {
+        "predictions": loaded["predictions"],
+        "losses": [loaded[k] for k in sorted(
+            (k for k in loaded if k.startswith("loss_")), key=lambda k: int(k[5:]))],
+        "weights": [loaded[k] for k in sorted(
+            (k for k in loaded if k.startswith("weight_")), key=lambda k: int(k[7:]))],
+    }
+    if train_targets is not None:
+        result["weights_after_step"] = [loaded[k] for k in sorted(
+            (k for k in loaded if k.startswith("step_weight_")),
+            key=lambda k: int(k[12:]))]
+    return result
