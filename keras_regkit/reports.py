@@ -5,7 +5,6 @@ penalty; `sparsity` counts exact zeros (the output of proximal L1 and
 group-lasso steps).
 """
 
-import keras  # noqa: F401  (doctest examples)
 import numpy as np
 from keras import ops
 
