@@ -1,0 +1,519 @@
+"""Dropout placement on built Sequential and functional models.
+
+`insert_dropout` returns a copy of a model with dropout layers after chosen
+layers, following the usual recipes: after hidden dense layers (rate 0.3-0.5),
+0.25 after pooling in VGG-like convnets, never after the output layer, and
+spatial dropout (whole feature maps) rather than plain dropout right after a
+convolution. `dropout_plan` shows where dropout would go, changing nothing;
+`remove_dropout` takes it out again.
+
+The copy is built with `keras.models.clone_model`: every layer is re-created
+from its config and then given the original's weights, so the original stays
+usable and unchanged, and in inference mode the copy computes exactly the
+same outputs. Branches, skip connections, several inputs and outputs and
+shared layers keep their structure. Nested Sequential/functional sub-models
+are rebuilt recursively (selectors see their layers too); a nested subclassed
+model is copied as one layer. A subclassed top-level model has no layer graph
+to rebuild and is refused.
+
+Output layers are never followed by dropout when `skip_output=True`: a layer
+whose output is a model output, and a layer that reaches a model output only
+through a chain of weightless one-input layers (`Dense` -> `Activation` ->
+output, or through `Flatten`, `Reshape`, an existing `Dropout`). Merges stop the
+chain: in `Concatenate([head_a, head_b])` -> output, the heads count as hidden.
+
+Reference: Srivastava et al., "Dropout: a simple way to prevent neural networks
+from overfitting", JMLR 2014; Tompson et al., "Efficient object localization
+using convolutional networks", CVPR 2015 (spatial dropout).
+"""
+
+import collections.abc
+import warnings
+
+import keras
+
+from keras_regkit import _selectors
+from keras_regkit import _validation
+
+__all__ = ["dropout_plan", "insert_dropout", "remove_dropout"]
+
+POLICIES = ("dense", "vgg")
+VGG_POOLING_RATE = 0.25
+
+_L = keras.layers
+DROPOUT_LAYERS = (_L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
+                  _L.SpatialDropout3D, _L.GaussianDropout, _L.AlphaDropout)
+CONVOLUTIONS = (_L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose,
+                _L.Conv2DTranspose, _L.Conv3DTranspose, _L.SeparableConv1D,
+                _L.SeparableConv2D, _L.DepthwiseConv1D, _L.DepthwiseConv2D)
+# Local pooling only: global pooling ends the convolutional part, and the
+# dense layers after it get the dense rate (select it with `after` if wanted).
+POOLING = (_L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D,
+           _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D)
+_SPATIAL = {3: _L.SpatialDropout1D, 4: _L.SpatialDropout2D, 5: _L.SpatialDropout3D}
+
+_Insertion = collections.namedtuple("_Insertion", ["layer_class", "rate", "kwargs"])
+
+
+def insert_dropout(model, rate=0.5, *, after=None, policy=None, spatial=False,
+                   skip_output=True):
+    """Returns a copy of `model` with dropout layers after the selected layers.
+
+    Choose the layers with exactly one of `after` or `policy`:
+
+    - `after`: a layer-name glob (`"dense*"`), a layer class, a tuple of
+      classes, a callable `layer -> bool` (each with rate `rate`); or a dict
+      `{selector: rate_or_None}` for per-layer rates, where later entries win
+      and `None` excludes (`{keras.layers.Dense: 0.5, "fc2": 0.3}`).
+    - `policy="dense"`: after every hidden `Dense`, at rate `rate`.
+    - `policy="vgg"`: `0.25` after every local pooling layer (Max/Average
+      Pooling 1D/2D/3D; not global pooling) and `rate` (default `0.5`) after
+      every hidden `Dense` - the VGG-like recipe.
+
+    With `spatial=True`, a layer whose output is a feature map (rank 3, 4 or 5:
+    batch, spatial axes, channels) gets `SpatialDropout1D/2D/3D`, which drops
+    whole channels and honours the layer's `data_format`; other layers get
+    `Dropout`. Plain `Dropout` right after a convolution raises a `UserWarning`:
+    neighbouring activations of a feature map are strongly correlated, so
+    dropping single ones barely regularizes (Tompson et al., 2015).
+
+    Output layers (see the module docstring) are skipped even when selected,
+    unless `skip_output=False`; so are dropout layers and layers whose every
+    consumer is already a dropout layer. Layers of nested Sequential/functional
+    sub-models are selectable; input layers are not. Dropout layers are named
+    `<layer>_dropout` (a suffix keeps names unique); a shared layer gets one
+    after each of its calls.
+
+    The copy has the original's weights (copied, not shared) and trainable
+    flags; in inference mode its outputs equal the original's. If `model` was
+    compiled, the copy is compiled from the same compile config with a fresh
+    optimizer, as `keras.models.clone_model` does. A functional subclass whose
+    constructor is not `(inputs, outputs)` comes back as a plain functional
+    model. Everything is checked first; `model` is never modified.
+
+    Args:
+        model: A built Sequential or functional `keras.Model`.
+        rate: Float in `[0, 1)`, the rate for `after` selectors and for the
+            dense layers of a policy. Unused with a dict `after`.
+        after: Selector or dict of selector -> rate, see above.
+        policy: `"dense"` or `"vgg"`.
+        spatial: Whether feature maps get spatial dropout.
+        skip_output: Whether output layers are skipped.
+
+    Returns:
+        A new model (Sequential stays Sequential).
+
+    Raises:
+        TypeError: `model` is not a Sequential/functional model, or a selector
+            is of the wrong kind.
+        ValueError: bad rate, unknown policy, both or neither of `after` and
+            `policy`, a selector that matches no layer (the message lists the
+            layer names), or an unbuilt model.
+
+    Example:
+
+    >>> import keras, keras_regkit
+    >>> model = keras.Sequential([keras.Input((8,)),
+    ...     keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    >>> new = keras_regkit.insert_dropout(model, policy="dense")
+    >>> [(layer.__class__.__name__, getattr(layer, "rate", None))
+    ...  for layer in new.layers]
+    [('Dense', None), ('Dropout', 0.5), ('Dense', None)]
+
+    Reference: Srivastava et al. (2014); Tompson et al. (2015).
+    """
+    rows, insertions, levels = _plan(model, rate, after, policy, spatial, skip_output)
+    if not insertions:
+        warnings.warn(
+            f"insert_dropout: no dropout inserted into '{model.name}': every "
+            "selected layer was skipped (" + "; ".join(
+                f"{row['layer']}: {row['reason']}" for row in rows) + ").",
+            UserWarning, stacklevel=2)
+    return _rebuild(levels, insertions=insertions, remove=False)
+
+
+def dropout_plan(model, rate=0.5, *, after=None, policy=None, spatial=False,
+                 skip_output=True, print_fn=print):
+    """Shows where `insert_dropout` with the same arguments would put dropout.
+
+    Changes nothing. Prints a table (one call of `print_fn` per line) unless
+    `print_fn=None`, and returns one dict per selected layer, in layer order:
+    `layer` (name; `outer/inner` inside a nested model), `layer_class`, `rule`
+    (the selector or policy part that chose it), `dropout` (class name, or
+    `None` when skipped), `rate` (`None` when skipped), `skipped` (bool) and
+    `reason` (why it is skipped, else `""`). Raises exactly what
+    `insert_dropout` raises, and warns the same.
+
+    Example:
+
+    >>> import keras, keras_regkit
+    >>> model = keras.Sequential([keras.Input((8,)),
+    ...     keras.layers.Dense(16, name="hidden"), keras.layers.Dense(3, name="out")])
+    >>> rows = keras_regkit.dropout_plan(model, 0.3, after=keras.layers.Dense)
+    Dropout plan for 'sequential...': 1 inserted, 1 skipped
+    layer   class  dropout  rate  note
+    hidden  Dense  Dropout  0.3
+    out     Dense  -        -     skipped: produces a model output
+    >>> [(row["layer"], row["rate"], row["skipped"]) for row in rows]
+    [('hidden', 0.3, False), ('out', None, True)]
+    """
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(
+            f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}")
+    rows, insertions, _ = _plan(model, rate, after, policy, spatial, skip_output)
+    if print_fn is not None:
+        _print_plan(model, rows, len(insertions), print_fn)
+    return rows
+
+
+def remove_dropout(model):
+    """Returns a copy of `model` without its dropout layers.
+
+    Removes `Dropout`, `SpatialDropout1D/2D/3D`, `GaussianDropout` and
+    `AlphaDropout` layers (and their subclasses), nested models' included;
+    every other layer is copied with its weights, so in inference mode the
+    outputs equal the original's. Warns if there is nothing to remove.
+    `model` is never modified.
+
+    Example:
+
+    >>> import keras, keras_regkit
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...     keras.layers.Dropout(0.5), keras.layers.Dense(2)])
+    >>> [layer.__class__.__name__ for layer in keras_regkit.remove_dropout(model).layers]
+    ['Dense', 'Dense']
+    """
+    levels = _levels(model)
+    found = [layer for level in levels for layer in level.layers
+             if isinstance(layer, DROPOUT_LAYERS)]
+    if not found:
+        warnings.warn(f"remove_dropout: '{model.name}' has no dropout layer; "
+                      "returning an unchanged copy.", UserWarning, stacklevel=2)
+    return _rebuild(levels, insertions={}, remove=True)
+
+
+# ---------------------------------------------------------------- graph reading
+
+
+def _is_graph_model(layer):
+    """Whether `layer` is a Sequential or functional model (has a layer graph)."""
+    if isinstance(layer, keras.Sequential):
+        return True
+    # The functional class is not public API; recognize it by name.
+    return isinstance(layer, keras.Model) and any(
+        cls.__name__ == "Functional" and cls.__module__.startswith("keras")
+        for cls in type(layer).__mro__)
+
+
+class _Level:
+    """One Sequential/functional model of the hierarchy and its layer graph.
+
+    Keras keeps the graph on `KerasTensor._keras_history` and
+    `Layer._inbound_nodes` (what `clone_model` walks too); read-only here.
+    """
+
+    def __init__(self, model, prefix, is_output):
+        self.model = model
+        self.prefix = prefix
+        self.is_output = is_output
+        self.layers = [layer for layer in model.layers
+                       if not isinstance(layer, _L.InputLayer)]
+        nodes, consumers, first_outputs = {}, {}, {}
+        outputs = [self._key(t) for t in keras.tree.flatten(model.outputs)]
+        stack = list(outputs)
+        while stack:
+            key, op, index = stack.pop()
+            if key in nodes:
+                continue
+            node = op._inbound_nodes[index]
+            parents = [self._key(t) for t in node.input_tensors]
+            for parent in parents:
+                consumers.setdefault(parent[0][0], []).append(op)
+            stack.extend(parents)
+            nodes[key] = (op, [parent[0] for parent in parents])
+            first_outputs.setdefault(id(op), node.output_tensors)
+        self.consumers = consumers
+        self.output_tensors = first_outputs
+        self.output_reasons = self._output_reasons(nodes, [o[0] for o in outputs])
+
+    @staticmethod
+    def _key(tensor):
+        op, index = tensor._keras_history[0], tensor._keras_history[1]
+        return (id(op), index), op, index
+
+    @staticmethod
+    def _output_reasons(nodes, outputs):
+        """`{id(layer): reason}` for the layers that count as output layers."""
+        reasons, seen = {}, set()
+        queue = collections.deque((key, ()) for key in outputs)
+        while queue:  # breadth first: "produces a model output" wins
+            key, chain = queue.popleft()
+            op, parents = nodes[key]
+            if isinstance(op, _L.InputLayer) or key in seen:
+                continue
+            seen.add(key)
+            reasons.setdefault(id(op), "reaches a model output only through weightless "
+                               + " -> ".join(repr(name) for name in chain)
+                               if chain else "produces a model output")
+            if not op.weights and len(parents) == 1:
+                queue.append((parents[0], (op.name,) + chain))
+        return reasons
+
+    def path(self, layer):
+        return f"{self.prefix}{layer.name}"
+
+
+def _levels(model):
+    """The graph models of `model`'s hierarchy, outermost first (validated)."""
+    _selectors.check_model(model)
+    if not _is_graph_model(model):
+        raise TypeError(
+            f"`model` must be a Sequential or functional model; '{model.name}' "
+            f"is a subclassed {type(model).__name__}, whose layer graph Keras "
+            "cannot see. Add dropout in its `call()` instead (create "
+            "`keras.layers.Dropout(rate)` in `__init__` and apply it with "
+            "`training=training`), or build it as a functional model "
+            "(`keras.Model(inputs, outputs)`) and pass that.")
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if not outputs:
+        raise ValueError(
+            f"`model` must be built: '{model.name}' has no inputs yet. Start "
+            "it with `keras.Input(shape)` or call it on data first.")
+    levels, seen = [], set()
+
+    def visit(sub, prefix, is_output):
+        level = _Level(sub, prefix, is_output)
+        levels.append(level)
+        for layer in level.layers:
+            if _is_graph_model(layer) and id(layer) not in seen:
+                seen.add(id(layer))
+                visit(layer, f"{prefix}{layer.name}/",
+                      is_output and id(layer) in level.output_reasons)
+
+    visit(model, "", True)
+    return levels
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _rules(rate, after, policy):
+    """Returns `[(predicate, rate_or_None, label)]`, validated."""
+    rate = _validation.rate(rate, name="rate")
+    if (after is None) == (policy is None):
+        raise ValueError(
+            "Pass exactly one of `after` (which layers) and `policy` "
+            f"({', '.join(map(repr, POLICIES))}). Received: after={after!r}, "
+            f"policy={policy!r}")
+    if policy is not None:
+        _validation.one_of(policy, "policy", POLICIES)
+        dense = (lambda layer: isinstance(layer, _L.Dense), rate,
+                 f"policy={policy!r}: Dense")
+        if policy == "dense":
+            return [dense]
+        return [(lambda layer: isinstance(layer, POOLING), VGG_POOLING_RATE,
+                 "policy='vgg': pooling"), dense]
+    if isinstance(after, collections.abc.Mapping):
+        if not after:
+            raise ValueError("`after` must not be an empty dict. Received: after={}")
+        rules = []
+        for selector, value in after.items():
+            label = _selectors.describe(selector)
+            predicate = _selectors.as_predicate(selector, name=f"after key {label}")
+            if value is not None:
+                value = _validation.rate(value, name=f"after[{label}]")
+            rules.append((predicate, value, label))
+        return rules
+    return [(_selectors.as_predicate(after, name="after"), rate,
+             _selectors.describe(after))]
+
+
+def _bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def _dropout_for(layer, tensors, spatial):
+    """The `_Insertion` layer class and kwargs for dropout after `layer`."""
+    ranks = {len(t.shape) for t in tensors}
+    if not (spatial and len(ranks) == 1 and min(ranks) in _SPATIAL):
+        return _L.Dropout, {}
+    rank = min(ranks)
+    data_format = getattr(layer, "data_format", None)
+    if data_format not in ("channels_first", "channels_last"):
+        data_format = "channels_last"
+    if rank == 3:  # SpatialDropout1D has no data_format: channels_last only
+        if data_format == "channels_first":
+            return _L.Dropout, {"noise_shape": (None, None, 1)}
+        return _L.SpatialDropout1D, {}
+    return _SPATIAL[rank], {"data_format": data_format}
+
+
+def _plan(model, rate, after, policy, spatial, skip_output):
+    """Validates everything; returns `(rows, {id(layer): _Insertion}, levels)`."""
+    levels = _levels(model)
+    rules = _rules(rate, after, policy)
+    spatial = _bool(spatial, "spatial")
+    skip_output = _bool(skip_output, "skip_output")
+    candidates, seen = [], set()
+    for level in levels:
+        for layer in level.layers:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                candidates.append((level, layer))
+    names = [level.path(layer) for level, layer in candidates]
+    chosen = {}  # id(layer) -> (rate, label); later rules win
+    for predicate, value, label in rules:
+        hits = [layer for _, layer in candidates if predicate(layer)]
+        if not hits and policy is None:
+            raise ValueError(
+                f"`after` selector {label} matches no layer of '{model.name}'. "
+                f"Its layers are: {', '.join(names)}")
+        for layer in hits:
+            chosen[id(layer)] = (value, label)
+    if not chosen:
+        raise ValueError(
+            f"policy={policy!r} selects no layer of '{model.name}' (it looks for "
+            f"{'local pooling and ' if policy == 'vgg' else ''}Dense layers). "
+            f"Its layers are: {', '.join(names)}")
+    rows, insertions, plain_after_conv = [], {}, []
+    for level, layer in candidates:
+        if id(layer) not in chosen:
+            continue
+        value, label = chosen[id(layer)]
+        tensors = level.output_tensors.get(id(layer), [])
+        followers = level.consumers.get(id(layer), [])
+        reason = ""
+        if value is None:
+            reason = f"rate None for {label}"
+        elif isinstance(layer, DROPOUT_LAYERS):
+            reason = "is a dropout layer"
+        elif skip_output and level.is_output and id(layer) in level.output_reasons:
+            reason = level.output_reasons[id(layer)]
+            if level.prefix:
+                reason += f" of nested model {level.prefix[:-1]!r}, an output layer"
+        elif followers and all(isinstance(f, DROPOUT_LAYERS) for f in followers):
+            reason = f"already followed by {followers[0].__class__.__name__} {followers[0].name!r}"
+        elif not tensors:
+            reason = "not connected to the model's outputs"
+        elif not all(keras.backend.is_float_dtype(t.dtype) for t in tensors):
+            reason = "output is not a floating-point tensor"
+        row = {"layer": level.path(layer), "layer_class": layer.__class__.__name__,
+               "rule": label, "dropout": None, "rate": None,
+               "skipped": bool(reason), "reason": reason}
+        if not reason:
+            layer_class, kwargs = _dropout_for(layer, tensors, spatial)
+            insertions[id(layer)] = _Insertion(layer_class, value, kwargs)
+            row.update(dropout=layer_class.__name__, rate=value)
+            if layer_class is _L.Dropout and not kwargs and isinstance(layer, CONVOLUTIONS):
+                plain_after_conv.append(level.path(layer))
+        rows.append(row)
+    if plain_after_conv:
+        warnings.warn(
+            "Plain Dropout after convolution layer(s) "
+            f"{', '.join(map(repr, plain_after_conv))}: neighbouring activations "
+            "of a feature map are strongly correlated, so dropping single "
+            "activations barely regularizes (Tompson et al., 2015). Pass "
+            "spatial=True to drop whole feature maps (SpatialDropout1D/2D/3D), "
+            "or put dropout after pooling or dense layers.",
+            UserWarning, stacklevel=3)
+    return rows, insertions, levels
+
+
+def _print_plan(model, rows, inserted, print_fn):
+    print_fn(f"Dropout plan for '{model.name}': {inserted} inserted, "
+             f"{len(rows) - inserted} skipped")
+    table = [("layer", "class", "dropout", "rate", "note")] + [
+        (row["layer"], row["layer_class"], row["dropout"] or "-",
+         "-" if row["rate"] is None else f"{row['rate']:g}",
+         f"skipped: {row['reason']}" if row["skipped"] else "")
+        for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    for line in table:
+        print_fn("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- rebuilding
+
+
+def _rebuild(levels, insertions, remove):
+    """Copies the model of `levels` with `insertions`, or dropout `remove`d."""
+    model = levels[0].model
+    used = {layer.name for level in levels for layer in level.model.layers}
+    used.add(model.name)
+    copies, originals = {}, {}  # id(original) -> copy, id(copy) -> original
+
+    def new_dropout(layer, spec):
+        base, suffix = f"{layer.name}_dropout", 0
+        name = base
+        while name in used:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        used.add(name)
+        # The layer's dtype policy: no cast of, say, mixed-precision outputs.
+        return spec.layer_class(spec.rate, name=name, dtype=layer.dtype_policy,
+                                **spec.kwargs)
+
+    def copy(layer):
+        if id(layer) in copies:
+            return copies[id(layer)]
+        if _is_graph_model(layer):
+            new = rebuild(layer)
+        else:
+            try:
+                new = layer.__class__.from_config(layer.get_config())
+            except Exception as error:
+                raise TypeError(
+                    f"Cannot copy layer {layer.name!r} ({type(layer).__name__}) "
+                    f"from its config: {error}") from error
+        copies[id(layer)] = new
+        originals[id(new)] = layer
+        return new
+
+    def call(new_layer, *args, **kwargs):
+        layer = originals[id(new_layer)]
+        if remove and isinstance(layer, DROPOUT_LAYERS):
+            return args[0] if args else kwargs["inputs"]
+        outputs = new_layer(*args, **kwargs)
+        spec = insertions.get(id(layer))
+        if spec is not None:
+            outputs = keras.tree.map_structure(
+                lambda tensor: new_dropout(layer, spec)(tensor), outputs)
+        return outputs
+
+    def rebuild(sub):
+        if not isinstance(sub, keras.Sequential):
+            return keras.models.clone_model(
+                sub, clone_function=copy, call_function=call)
+        stack = []
+        for layer in sub.layers:
+            if remove and isinstance(layer, DROPOUT_LAYERS):
+                continue
+            stack.append(copy(layer))
+            if id(layer) in insertions:
+                stack.append(new_dropout(layer, insertions[id(layer)]))
+        source = sub.inputs[0]
+        new = keras.Sequential(
+            [keras.Input(batch_shape=source.shape, dtype=source.dtype,
+                         name=source._keras_history[0].name)] + stack,
+            name=sub.name, trainable=sub.trainable)
+        if sub.compiled:
+            new.compile_from_config(sub.get_compile_config())
+        return new
+
+    new_model = rebuild(model)
+    copies[id(model)] = new_model
+    for level in levels:  # outermost first: a model's flag resets its layers'
+        copies[id(level.model)].trainable = level.model.trainable
+        for layer in level.layers:
+            if remove and isinstance(layer, DROPOUT_LAYERS):
+                continue
+            new = copies[id(layer)]
+            if not _is_graph_model(layer):
+                new.trainable = layer.trainable
+                new.set_weights(layer.get_weights())
+    return new_model
