@@ -1,0 +1,419 @@
+"""Decoupled weight decay around any Keras optimizer, with proximal sparsity."""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_regkit import _proximal
+from keras_regkit import _validation
+from keras_regkit import _wrapping
+
+DECAY_SCALINGS = ("learning_rate", "schedule", "none")
+TOWARDS = ("zero", "initial")
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class DecoupledWeightDecay(keras.optimizers.Optimizer):
+    r"""Decoupled weight decay (AdamW-style) around any Keras optimizer.
+
+    Wraps an optimizer instance (SGD with or without momentum, Adam, Nadam,
+    RMSprop, Adagrad, Lion, ...) the way `keras.optimizers.LossScaleOptimizer`
+    does, and shrinks the weights apart from the gradient (Loshchilov &
+    Hutter, 2019). What it adds to Keras's own `weight_decay=` argument: the
+    scaling of the decay is chosen and documented, the decay strength may be
+    a schedule, the variable mask is saved with the model, decay may pull
+    toward the initial weights, and proximal L1 / group-L1 steps give exact
+    zeros.
+
+    Each training step, with `lr_t` the inner optimizer's learning rate for
+    the step and `lam_t = weight_decay`, or `weight_decay(step)` for a
+    schedule (at the step count the learning-rate schedule sees: with
+    gradient accumulation, every call, not every update):
+
+        decay_scaling="learning_rate":  w <- w - lr_t * lam_t * w
+            (PyTorch `AdamW`, Keras `weight_decay`, optax `adamw`)
+        decay_scaling="schedule":       w <- w - (lr_t / lr_0) * lam_t * w
+            (the paper's Algorithm 2: `eta_t = lr_t / lr_0` is its schedule
+            multiplier; `lr_0` is the learning rate at step 0 - a schedule's
+            value at step 0, or a float learning rate as it was at build -
+            and must be > 0)
+        decay_scaling="none":           w <- w - lam_t * w
+            (the former TensorFlow Addons `AdamW`/`SGDW` rule)
+
+    and then the inner optimizer's own step on the gradient `g` (computed at
+    the weights before the decay). The decay uses those weights and the
+    learning rate of the step, as Keras's `weight_decay` does. So with
+    `Adam(learning_rate=alpha * eta_t)` and `"schedule"`, the update is
+    exactly Algorithm 2, `w_t = w_{t-1} - eta_t * (alpha * m_hat /
+    (sqrt(v_hat) + eps) + lam * w_{t-1})` (Keras places `eps` slightly
+    differently inside Adam); `"learning_rate"` is the same with the paper's
+    `lam` equal to `alpha * weight_decay`.
+    With `toward="initial"` each `w` in the decay becomes `w - w_0`, where
+    `w_0` is the variable's value when the optimizer was built (L2-SP). The
+    `w_0` copies are optimizer variables, so checkpoints and saved models
+    keep them.
+
+    After the inner step, on the decayed variables (proximal steps):
+
+        l1 > 0:        w <- sign(w) * max(|w| - lr_t * l1, 0)        (exact zeros)
+        group_l1 > 0:  w_j <- w_j * max(0, 1 - lr_t * group_l1 / ||w_j||)
+
+    where `w_j = w[..., j]` is output unit `j`'s fan-in (all axes but the
+    last), so whole units/filters become exactly zero (`||w_j|| = 0` is
+    safe). With both, the L1 step comes first (together: the proximal
+    operator of the sparse group lasso). The thresholds scale with `lr_t`
+    whatever `decay_scaling` is. A variable's constraint, if any, is applied
+    again after them.
+
+    Which variables decay (and get the proximal steps): without `include`,
+    every trainable variable with `ndim >= 2` (kernels, embeddings; not
+    biases or normalization scales/offsets). With `include`, exactly those
+    whose `variable.path` matches one of its glob patterns; `exclude`
+    removes matches. A pattern matches a path, or a trailing part of it
+    after a `/`: `"dense_2/*"` matches `"sequential/dense_2/kernel"`.
+    Patterns that match no variable at build time give a `UserWarning`
+    naming them, as does a decayed variable that also carries an L2 penalty
+    (`keras.regularizers.L2`/`L1L2`, `keras_regkit.L2`/`ElasticNet`).
+
+    Training set-ups:
+    - gradient accumulation (`gradient_accumulation_steps`, here or on the
+      inner optimizer): decay and proximal steps run only on the calls that
+      update the weights;
+    - mixed precision: `model.compile` under `"mixed_float16"` wraps this
+      optimizer in a `LossScaleOptimizer`, which skips the whole step, decay
+      included, when the gradients are not finite. A `LossScaleOptimizer`
+      inside this one works as well (compile with `auto_scale_loss=False`;
+      TensorFlow backend only): the decay is skipped with its step;
+    - `tf.distribute`: the updates go through the strategy the way Keras's
+      own weight decay does, once per step, not once per replica. (Keras's
+      gradient accumulation itself fails under `MirroredStrategy`.)
+    The inner optimizer's EMA (`use_ema`) averages the weights before the
+    proximal step. `learning_rate` and `iterations` are the inner
+    optimizer's.
+
+    Args:
+        optimizer: The `keras.optimizers.Optimizer` instance to wrap. It must
+            not decay the weights itself (`weight_decay` unset: use `Adam`,
+            not `AdamW`).
+        weight_decay: Non-negative float or
+            `keras.optimizers.schedules.LearningRateSchedule`, the decay
+            strength `lam`.
+        decay_scaling: `"learning_rate"` (default), `"schedule"` or `"none"`,
+            see above.
+        exclude: Glob pattern or list of patterns on `variable.path` (such as
+            `"*/bias"`, `"dense_2/*"`) not to decay. Defaults to `None`.
+        include: Pattern or list of patterns; when given, exactly the
+            matching variables decay. Defaults to `None` (all with `ndim>=2`).
+        l1: Non-negative float, strength of the proximal L1 step.
+            Defaults to `0.0`.
+        group_l1: Non-negative float, strength of the proximal group-L1 step.
+            Defaults to `0.0`.
+        toward: `"zero"` (default) or `"initial"` (decay toward the weights
+            at build time).
+        name: Optional name of the optimizer.
+        **kwargs: Base-optimizer arguments (`gradient_accumulation_steps`,
+            `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`)
+            are set on the wrapped optimizer, which takes the steps, and are
+            saved in its config.
+
+    Example:
+
+    >>> import numpy as np, keras, keras_regkit
+    >>> optimizer = keras_regkit.DecoupledWeightDecay(
+    ...     keras.optimizers.SGD(learning_rate=0.5), weight_decay=0.1, l1=0.2)
+    >>> kernel = keras.Variable(np.array([[1.0, 0.05]]), name="kernel")
+    >>> _ = optimizer.apply_gradients([(np.zeros((1, 2)), kernel)])
+    >>> # decay: w * (1 - 0.5 * 0.1); then prox: sign(w) * max(|w| - 0.5 * 0.2, 0)
+    >>> [round(float(v), 6) for v in kernel.numpy()[0]]  # [0.95 - 0.1, 0]
+    [0.85, 0.0]
+
+    Reference: Loshchilov & Hutter (2019), "Decoupled weight decay
+    regularization" (Algorithm 2; Appendix B.1 for the normalized decay);
+    Li, Grandvalet & Davoine (2018), "Explicit inductive bias for transfer
+    learning with convolutional networks" (L2-SP); Parikh & Boyd (2014),
+    "Proximal algorithms" (soft thresholds).
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        weight_decay,
+        *,
+        decay_scaling="learning_rate",
+        exclude=None,
+        include=None,
+        l1=0.0,
+        group_l1=0.0,
+        toward="zero",
+        name=None,
+        **kwargs,
+    ):
+        # Validate everything first: a refused call changes nothing.
+        _wrapping.check_optimizer(optimizer)
+        if not isinstance(weight_decay, keras.optimizers.schedules.LearningRateSchedule):
+            weight_decay = _validation.non_negative(weight_decay, "weight_decay")
+        decay_scaling = _validation.one_of(decay_scaling, "decay_scaling", DECAY_SCALINGS)
+        toward = _validation.one_of(toward, "toward", TOWARDS)
+        l1 = _validation.non_negative(l1, "l1")
+        group_l1 = _validation.non_negative(group_l1, "group_l1")
+        exclude = _validation.patterns(exclude, "exclude")
+        if include is not None:
+            include = _validation.patterns(include, "include")
+            if not include:
+                raise ValueError(
+                    "`include` must hold at least one pattern; use `include=None` "
+                    "for the default (every variable with ndim >= 2). "
+                    f"Received: include={include!r}"
+                )
+        forwarded = _wrapping.check_forwarded(kwargs, _wrapping.chain(optimizer)[-1])
+
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.decay_scaling = decay_scaling
+        self.exclude = exclude
+        self.include = include
+        self.l1 = l1
+        self.group_l1 = group_l1
+        self.toward = toward
+        stepping = _wrapping.chain(optimizer)[-1]
+        for key, value in forwarded.items():
+            setattr(stepping, key, value)
+
+    # --- delegation to the wrapped optimizer (as LossScaleOptimizer does) -----------
+
+    @property
+    def optimizer(self):
+        """The wrapped optimizer (also `inner_optimizer`, as in `LossScaleOptimizer`)."""
+        return self.inner_optimizer
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def loss_scale_factor(self):
+        inner = self.__dict__.get("inner_optimizer")
+        return None if inner is None else inner.loss_scale_factor
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, value):
+        # `LossScaleOptimizer(self)` sets `None` to turn off our scaling: the
+        # inner optimizer is the one that scales. Before `inner_optimizer`
+        # exists, `Optimizer.__init__` sets `None` too.
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is not None:
+            inner.loss_scale_factor = value
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Not used here: pass `exclude=` patterns, which are saved with the model."""
+        raise ValueError(
+            "`DecoupledWeightDecay` selects the variables to decay with its "
+            "`exclude=`/`include=` glob patterns on `variable.path` (saved in "
+            "its config), not with `exclude_from_weight_decay()`. "
+            f"Received: var_list={var_list!r}, var_names={var_names!r}"
+        )
+
+    # --- build and apply ------------------------------------------------------------
+
+    def build(self, var_list):
+        # Eagerly, even when the first `apply` is being traced: the references
+        # and `lr_0` are read from current values, and an assignment traced
+        # into a `tf.function` on its variable-creating first call never runs.
+        with _proximal.outside_functions():
+            self._build(list(var_list))
+
+    def _build(self, var_list):
+        mask = _proximal.decay_mask(var_list, self.include, self.exclude)
+        initial_learning_rate = None
+        if self.decay_scaling == "schedule":
+            initial_learning_rate = _wrapping.initial_learning_rate(self.inner_optimizer)
+        _proximal.warn_about_mask(
+            var_list,
+            mask,
+            include=self.include,
+            exclude=self.exclude,
+            active=self._decays or self._thresholds,
+            optimizer_name=f"DecoupledWeightDecay '{self.name}'",
+        )
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        super().build(var_list)
+        self._decay_mask = tuple(mask)
+        if initial_learning_rate is not None:
+            self._initial_lr = self.add_variable(
+                shape=(), dtype="float32", name="initial_learning_rate"
+            )
+            self._initial_lr.assign(ops.copy(initial_learning_rate))
+        references = []
+        for variable, selected in zip(var_list, mask):
+            reference = None
+            if self.toward == "initial" and self._decays and selected:
+                reference = self.add_variable_from_reference(
+                    variable, name="decay_reference"
+                )
+                # A copy: on JAX, assigning the array itself would share
+                # (and donate twice) one buffer.
+                reference.assign(ops.copy(variable))
+            references.append(reference)
+        self._decay_references = references
+
+    @property
+    def _decays(self):
+        return isinstance(
+            self.weight_decay, keras.optimizers.schedules.LearningRateSchedule
+        ) or self.weight_decay > 0
+
+    @property
+    def _thresholds(self):
+        return self.l1 > 0 or self.group_l1 > 0
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if not grads:
+            return
+        if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer "
+                    "must already be built. Call `optimizer.build(variables)` first."
+                )
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+            self.built = True
+        if trainable_variables is None:
+            variables = self._trainable_variables
+        else:
+            variables = list(trainable_variables)
+            self._check_variables_are_known(variables)
+        selected = [
+            v
+            for g, v in zip(grads, variables)
+            if g is not None and self._decay_mask[self._get_variable_index(v)]
+        ]
+        # Everything below is read before the inner step changes `iterations`.
+        gate = _wrapping.update_gate(self.inner_optimizer, grads) if selected else None
+        learning_rate = ops.cast(self.learning_rate, "float32") if selected else None
+        if selected and self._decays:
+            self._apply_decay(selected, learning_rate, gate)
+        self.inner_optimizer.apply(grads, trainable_variables)
+        if selected and self._thresholds:
+            self._apply_thresholds(selected, learning_rate, gate)
+
+    def _apply_decay(self, variables, learning_rate, gate):
+        strength = self.weight_decay
+        if not isinstance(strength, numbers.Real):
+            strength = strength(_wrapping.step_count(self.inner_optimizer))
+        strength = ops.cast(strength, "float32")
+        if self.decay_scaling == "learning_rate":
+            coefficient = learning_rate * strength
+        elif self.decay_scaling == "schedule":
+            coefficient = learning_rate / self._initial_lr * strength
+        else:
+            coefficient = strength
+        if gate is not None:
+            coefficient = coefficient * gate
+        updates = []
+        for variable in variables:
+            reference = self._decay_references[self._get_variable_index(variable)]
+            updates.append((variable, _proximal.decay_update(reference)))
+        _proximal.update_variables(self, updates, (coefficient,))
+
+    def _apply_thresholds(self, variables, learning_rate, gate):
+        scale = learning_rate if gate is None else learning_rate * gate
+        scalars = []
+        if self.l1 > 0:
+            scalars.append(scale * self.l1)
+        if self.group_l1 > 0:
+            scalars.append(scale * self.group_l1)
+        updates = [
+            (v, _proximal.proximal_update(
+                self.l1 > 0, self.group_l1 > 0, getattr(v, "constraint", None)
+            ))
+            for v in variables
+        ]
+        _proximal.update_variables(self, updates, tuple(scalars))
+
+    # --- serialization --------------------------------------------------------------
+
+    def get_config(self):
+        weight_decay = self.weight_decay
+        if isinstance(weight_decay, keras.optimizers.schedules.LearningRateSchedule):
+            weight_decay = keras.saving.serialize_keras_object(weight_decay)
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "weight_decay": weight_decay,
+            "decay_scaling": self.decay_scaling,
+            "exclude": list(self.exclude),
+            "include": None if self.include is None else list(self.include),
+            "l1": self.l1,
+            "group_l1": self.group_l1,
+            "toward": self.toward,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        if isinstance(config.get("weight_decay"), dict):
+            config["weight_decay"] = keras.saving.deserialize_keras_object(
+                config["weight_decay"], custom_objects=custom_objects
+            )
+        return cls(optimizer, **config)
+
+
+def normalized_weight_decay(lambda_norm, batch_size, num_examples, epochs):
+    """The decay strength for a run, from the paper's normalized weight decay.
+
+    Loshchilov & Hutter (2019, Appendix B.1) make the best decay independent
+    of the training length by fixing `lambda_norm` and setting
+
+        weight_decay = lambda_norm * sqrt(batch_size / (num_examples * epochs))
+
+    Args:
+        lambda_norm: Non-negative float, the normalized decay.
+        batch_size: Int >= 1, examples per step (`b`).
+        num_examples: Int >= 1, training examples per epoch (`B`).
+        epochs: Positive number of epochs (`T`).
+
+    Returns:
+        The float `weight_decay`.
+
+    Example:
+
+    >>> import keras_regkit
+    >>> keras_regkit.normalized_weight_decay(0.05, 128, 50000, 200)  # 0.05*sqrt(128/1e7)
+    0.000178885...
+
+    Reference: Loshchilov & Hutter (2019), "Decoupled weight decay
+    regularization", Appendix B.1.
+    """
+    lambda_norm = _validation.non_negative(lambda_norm, "lambda_norm")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    num_examples = _validation.positive_int(num_examples, "num_examples")
+    epochs = _validation.positive(epochs, "epochs")
+    return lambda_norm * math.sqrt(batch_size / (num_examples * epochs))
