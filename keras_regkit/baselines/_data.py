@@ -1,0 +1,347 @@
+"""CIFAR-10 input pipeline for the baseline: tensorflow-datasets + `tf.data`.
+
+`load_cifar10` reads the prepared dataset with `tfds.load(..., download=False)`
+(never downloads), then builds three pipelines: a shuffled, optionally
+augmented training stream, an un-augmented pass over the same training subset
+(to measure the real train accuracy for the train-test gap), and the test set.
+"""
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from keras_regkit import _validation
+
+CIFAR10_SHAPE = (32, 32, 3)
+CIFAR10_CLASSES = 10
+PAD = 4  # pixels of zero padding before the random 32x32 crop
+
+__all__ = ["CIFAR10Data", "CIFAR10NotFoundError", "load_cifar10", "make_pipeline"]
+
+
+class CIFAR10NotFoundError(FileNotFoundError):
+    """CIFAR-10 is not prepared in the tensorflow-datasets data directory.
+
+    The message is one paragraph telling how to provide the data; command-line
+    tools print it as is, without a traceback.
+    """
+
+
+def resolve_data_dir(data_dir=None):
+    """The tfds data directory in use: `data_dir`, else `$TFDS_DATA_DIR`, else tfds's default."""
+    if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)) or not os.fspath(data_dir):
+            raise TypeError(
+                "`data_dir` must be a non-empty path (str or os.PathLike) or None. "
+                f"Received: data_dir={data_dir!r}"
+            )
+        return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    from_env = os.environ.get("TFDS_DATA_DIR")
+    if from_env:
+        return os.path.abspath(os.path.expanduser(from_env))
+    return os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def missing_data_message(data_dir, detail=None):
+    """The one-paragraph explanation shown when CIFAR-10 cannot be read."""
+    message = (
+        f"CIFAR-10 was not found in the tensorflow-datasets directory {data_dir!r}, "
+        "and keras_regkit never downloads it. Provide a prepared copy (the folder "
+        "that holds `cifar10/3.0.2/`) with `--data-dir DIR` on the command line, "
+        "`data_dir=DIR` in Python, or the environment variable TFDS_DATA_DIR=DIR. "
+        "To prepare one, run on a machine with internet access "
+        "`python -c \"import tensorflow_datasets as tfds; "
+        "tfds.builder('cifar10', data_dir='DIR').download_and_prepare()\"` "
+        "(or `tfds build cifar10 --data_dir DIR`) and copy DIR over."
+    )
+    if detail:
+        message += f" (tensorflow-datasets said: {detail})"
+    return message
+
+
+@dataclasses.dataclass(frozen=True)
+class CIFAR10Data:
+    """The pipelines returned by `load_cifar10`.
+
+    Attributes:
+        train: Shuffled (and, if asked, augmented) batches `(images, labels)`.
+        train_eval: The same training subset, in order, never augmented: for
+            measuring train accuracy at the end of training.
+        test: Test batches, in order.
+        num_train: Number of training examples used.
+        num_test: Number of test examples used.
+        mean: Per-channel mean subtracted (after scaling to [0, 1]); zeros
+            unless `standardize=True`.
+        std: Per-channel divisor; ones unless `standardize=True`.
+        data_dir: The tensorflow-datasets directory read.
+    """
+
+    train: object
+    train_eval: object
+    test: object
+    num_train: int
+    num_test: int
+    mean: tuple
+    std: tuple
+    data_dir: str
+
+
+def _import_tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _count(dataset):
+    cardinality = int(dataset.cardinality())
+    if cardinality >= 0:
+        return cardinality
+    return _read_through(dataset)
+
+
+def _read_through(dataset):
+    """Reads `dataset` to its end once and returns its length.
+
+    On a `.cache()`d dataset this completes the in-memory cache. Keras stops
+    reading after the known number of steps, before the end-of-data signal,
+    so without this first full pass the cache would be thrown away (with a
+    warning) instead of being kept.
+    """
+    return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def channel_stats(dataset):
+    """Per-channel mean and std of `(uint8 image, label)` pairs, scaled to [0, 1].
+
+    Computed in float64 over every pixel of every image in one pass.
+    """
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    pixels = 0
+    for images, _ in dataset.batch(1024).as_numpy_iterator():
+        values = images.astype(np.float64).reshape(-1, images.shape[-1]) / 255.0
+        total += values.sum(axis=0)
+        total_sq += np.square(values).sum(axis=0)
+        pixels += values.shape[0]
+    if pixels == 0:
+        raise ValueError("Cannot standardize with an empty training set.")
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
+    std = np.where(std > 0, std, 1.0)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _augment(image, seeds):
+    """Random horizontal flip, then a random 32x32 crop of the zero-padded 40x40 image.
+
+    Stateless ops seeded per element: `seeds` is a pair of int64 drawn from
+    `tf.data.Dataset.random`, fresh on every epoch.
+    """
+    tf = _import_tf()
+    size = CIFAR10_SHAPE[0]
+    flip_seed = tf.stack([seeds[0], seeds[1]])
+    crop_seed = tf.stack([seeds[1], seeds[0]])
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    image = tf.image.resize_with_crop_or_pad(image, size + 2 * PAD, size + 2 * PAD)
+    return tf.image.stateless_random_crop(image, CIFAR10_SHAPE, seed=crop_seed)
+
+
+def make_pipeline(
+    dataset,
+    batch_size,
+    *,
+    training=False,
+    augment=False,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    shuffle_buffer=None,
+    seed=None,
+    cache=True,
+):
+    """Turns `(uint8 image, int label)` pairs into batches ready for `fit`.
+
+    Order of stages: cache (the raw uint8 images: 4x smaller than floats) ->
+    shuffle (training only) -> augment (training only: random horizontal flip,
+    then a random 32x32 crop of the image zero-padded to 40x40) -> scale to
+    `[0, 1]`, then `(x - mean) / std` -> batch -> prefetch. Sharding across
+    workers is by data (`AutoShardPolicy.DATA`), so multi-worker runs must use
+    the same shuffle `seed` on every worker.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(image, label)` with uint8 images of
+            shape `(32, 32, 3)`.
+        batch_size: Positive int, the global batch size.
+        training: Whether to shuffle (and augment, if `augment`).
+        augment: Random flip + pad-crop on the fly (training only).
+        mean, std: Per-channel statistics applied after scaling to [0, 1].
+        shuffle_buffer: Shuffle buffer size; defaults to the whole dataset.
+        seed: Seed for shuffling and augmentation (`None`: random).
+        cache: Keep the decoded uint8 images in memory after the first pass.
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 images, int32 labels)` batches.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> images = np.full((5, 32, 32, 3), 255, dtype=np.uint8)
+    >>> raw = tf.data.Dataset.from_tensor_slices((images, np.arange(5)))
+    >>> x, y = next(iter(make_pipeline(raw, batch_size=4)))
+    >>> tuple(x.shape), x.dtype.name, float(x.numpy().max()), y.numpy().tolist()
+    ((4, 32, 32, 3), 'float32', 1.0, [0, 1, 2, 3])
+    """
+    tf = _import_tf()
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+    do_augment = bool(training and augment)
+
+    def prepare(image, label):
+        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
+        return image, tf.cast(label, tf.int32)
+
+    def augment_and_prepare(example, seeds):
+        image, label = example
+        return prepare(_augment(image, seeds), label)
+
+    if cache:
+        dataset = dataset.cache()
+    if training:
+        if shuffle_buffer is None:
+            shuffle_buffer = max(_count(dataset), 1)
+        dataset = dataset.shuffle(
+            _validation.positive_int(shuffle_buffer, "shuffle_buffer"),
+            seed=seed,
+            reshuffle_each_iteration=True,
+        )
+    if do_augment:
+        # Per-element seeds, re-drawn every epoch (a seeded stateful op in a
+        # `map` would repeat the same augmentations each epoch).
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip((dataset, seeds.batch(2)))
+        dataset = dataset.map(augment_and_prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return dataset.with_options(options)
+
+
+def _optional_limit(value, name):
+    if value is None:
+        return None
+    return _validation.positive_int(value, name)
+
+
+def load_cifar10(
+    batch_size=128,
+    data_dir=None,
+    augment=False,
+    train_limit=None,
+    test_limit=None,
+    standardize=False,
+    *,
+    shuffle_buffer=None,
+    seed=None,
+):
+    """Loads CIFAR-10 from a prepared tensorflow-datasets directory.
+
+    Reads `tfds.load("cifar10", download=False)` from `data_dir`, else
+    `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`; it never downloads. Images
+    are scaled to `[0, 1]`, or, with `standardize=True`, standardized per
+    channel with the mean and std of the training subset used. Training
+    batches are shuffled and, with `augment=True`, randomly flipped and
+    pad-cropped on the fly (see `make_pipeline`).
+
+    Args:
+        batch_size: Positive int, the global batch size. Defaults to `128`.
+        data_dir: tensorflow-datasets data directory (holding `cifar10/`).
+        augment: Random horizontal flip and 4-pixel pad-crop for training.
+        train_limit: Use only the first `train_limit` training images.
+        test_limit: Use only the first `test_limit` test images.
+        standardize: Per-channel standardization instead of plain [0, 1].
+        shuffle_buffer: Shuffle buffer; defaults to the whole training subset.
+        seed: Seed for shuffling and augmentation.
+
+    Returns:
+        A `CIFAR10Data` holding the `train`, `train_eval` and `test` pipelines
+        and their sizes.
+
+    Raises:
+        CIFAR10NotFoundError: if the dataset is not prepared in the directory
+            (the message says how to provide it).
+        ImportError: if `tensorflow-datasets` is not installed.
+    """
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    train_limit = _optional_limit(train_limit, "train_limit")
+    test_limit = _optional_limit(test_limit, "test_limit")
+    resolved_dir = resolve_data_dir(data_dir)
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:  # optional dependency
+        raise ImportError(
+            "load_cifar10 needs tensorflow-datasets: "
+            "`pip install 'keras_regkit[cifar]'`."
+        ) from error
+
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # tfds warns about the missing folder too
+    try:
+        train_raw, test_raw = tfds.load(
+            "cifar10",
+            split=["train", "test"],
+            data_dir=resolved_dir,
+            as_supervised=True,
+            download=False,
+            # We cache after `take`; tfds's own cache of the whole split would
+            # be cut short by `take` and thrown away.
+            read_config=tfds.ReadConfig(try_autocache=False),
+        )
+    except (AssertionError, FileNotFoundError) as error:
+        # tfds signals "not prepared" with an AssertionError.
+        detail = str(error).split(". ")[0]
+        raise CIFAR10NotFoundError(missing_data_message(resolved_dir, detail)) from None
+    finally:
+        absl_logger.setLevel(level)
+
+    if train_limit is not None:
+        train_raw = train_raw.take(train_limit)
+    if test_limit is not None:
+        test_raw = test_raw.take(test_limit)
+    # Decode once, keep the uint8 images in memory (shared by `train`,
+    # `train_eval` and the statistics); the full first pass fills the caches.
+    train_raw, test_raw = train_raw.cache(), test_raw.cache()
+    num_train, num_test = _read_through(train_raw), _read_through(test_raw)
+    if num_train == 0 or num_test == 0:
+        raise CIFAR10NotFoundError(
+            missing_data_message(resolved_dir, "the train or test split is empty")
+        )
+
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if standardize:
+        mean, std = channel_stats(train_raw)
+    common = dict(mean=mean, std=std, seed=seed)
+    return CIFAR10Data(
+        train=make_pipeline(
+            train_raw,
+            batch_size,
+            training=True,
+            augment=augment,
+            shuffle_buffer=shuffle_buffer or num_train,
+            cache=False,
+            **common,
+        ),
+        train_eval=make_pipeline(train_raw, batch_size, cache=False, **common),
+        test=make_pipeline(test_raw, batch_size, cache=False, **common),
+        num_train=num_train,
+        num_test=num_test,
+        mean=mean,
+        std=std,
+        data_dir=resolved_dir,
+    )

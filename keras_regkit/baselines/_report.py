@@ -1,0 +1,196 @@
+"""Run folders of the CIFAR-10 baseline: writing them, reading them, comparing them.
+
+A run folder holds history.json (per-epoch `loss`, `accuracy`, `val_loss`,
+`val_accuracy`), metrics.json (written last: its presence marks a finished
+run), model.keras and curves.png. Plots use matplotlib's Agg canvas directly,
+so no display and no global backend switch is needed.
+"""
+
+import json
+import os
+import time
+
+from keras_regkit.baselines._errors import RunFolderError
+
+TABLE_COLUMNS = (
+    ("run", "{}"),
+    ("variant", "{}"),
+    ("test acc", "{:.4f}"),
+    ("train acc", "{:.4f}"),
+    ("gap", "{:+.4f}"),
+    ("test loss", "{:.4f}"),
+    ("epochs", "{}"),
+    ("train images", "{}"),
+    ("time (s)", "{:.1f}"),
+)
+
+
+def _figure(width=11.0, height=4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _epoch_axis(axes, metric):
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+
+
+def _write_json(path, value):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, sort_keys=False, allow_nan=True)
+        handle.write("\n")
+
+
+def plot_history(history, path, title=None):
+    """Draws train/validation accuracy and loss per epoch into the PNG `path`."""
+    figure = _figure()
+    panels = figure.subplots(1, 2)
+    for axes, metric in zip(panels, ("accuracy", "loss")):
+        for key, label, style in (
+            (metric, "train (running average during the epoch)", "-"),
+            (f"val_{metric}", "validation (test split)", "--"),
+        ):
+            values = history.get(key)
+            if values:
+                epochs = range(1, len(values) + 1)
+                axes.plot(epochs, values, style, marker="o", markersize=3, label=label)
+        _epoch_axis(axes, metric)
+        axes.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def write_run(directory, *, model, history, metrics, started=None):
+    """Writes history.json, model.keras, curves.png, then metrics.json into `directory`."""
+    _write_json(os.path.join(directory, "history.json"), history)
+    model.save(os.path.join(directory, "model.keras"))
+    title = (
+        f"{metrics['variant']}: test acc {metrics['test_accuracy']:.4f}, "
+        f"gap {metrics['gap']:+.4f}"
+    )
+    plot_history(history, os.path.join(directory, "curves.png"), title=title)
+    if started is not None:
+        metrics["wall_seconds"] = time.perf_counter() - started
+    _write_json(os.path.join(directory, "metrics.json"), metrics)
+
+
+def load_run(directory):
+    """Reads a finished run folder: `{"name", "path", "metrics", "history"}`.
+
+    Raises:
+        RunFolderError: if `directory` has no readable metrics.json.
+    """
+    path = os.fspath(directory)
+    try:
+        with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
+            metrics = json.load(handle)
+        history = {}
+        history_path = os.path.join(path, "history.json")
+        if os.path.exists(history_path):
+            with open(history_path, encoding="utf-8") as handle:
+                history = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise RunFolderError(
+            f"{path!r} is not a finished run folder (no readable metrics.json: "
+            f"{error.__class__.__name__})."
+        ) from None
+    if not isinstance(metrics, dict) or "test_accuracy" not in metrics:
+        raise RunFolderError(f"{path!r}: metrics.json has no test_accuracy.")
+    name = os.path.basename(os.path.normpath(path))
+    return {"name": name, "path": path, "metrics": metrics, "history": history}
+
+
+def _row(run):
+    metrics = run["metrics"]
+    values = (
+        run["name"],
+        metrics.get("variant"),
+        metrics.get("test_accuracy"),
+        metrics.get("train_accuracy"),
+        metrics.get("gap"),
+        metrics.get("test_loss"),
+        metrics.get("epochs"),
+        metrics.get("num_train"),
+        metrics.get("train_seconds"),
+    )
+    cells = []
+    for (_, fmt), value in zip(TABLE_COLUMNS, values):
+        cells.append("-" if value is None else fmt.format(value))
+    return cells
+
+
+def format_table(runs):
+    """A plain-text table of runs: test/train accuracy, gap, loss, epochs, time.
+
+    Example:
+
+    >>> run = {"name": "a", "metrics": {"variant": "none", "test_accuracy": 0.5,
+    ...        "train_accuracy": 0.75, "gap": 0.25, "test_loss": 1.5, "epochs": 2,
+    ...        "num_train": 100, "train_seconds": 3.0}}
+    >>> print(format_table([run]))
+    run  variant  test acc  train acc  gap      test loss  epochs  train images  time (s)
+    a    none     0.5000    0.7500     +0.2500  1.5000     2       100           3.0
+    """
+    header = [name for name, _ in TABLE_COLUMNS]
+    rows = [header] + [_row(run) for run in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
+    )
+
+
+def plot_runs(runs, path):
+    """Draws every run's accuracy and loss curves (train solid, validation dashed) into one PNG."""
+    figure = _figure(12.0, 4.8)
+    panels = figure.subplots(1, 2)
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for run, color in zip(runs, colors):
+        variant = run["metrics"].get("variant")
+        label = run["name"] if run["name"] == variant else f"{run['name']} ({variant})"
+        for axes, metric in zip(panels, ("accuracy", "loss")):
+            for key, style, suffix in ((metric, "-", " train"), (f"val_{metric}", "--", " val")):
+                values = run["history"].get(key)
+                if values:
+                    axes.plot(range(1, len(values) + 1), values, style, color=color,
+                              label=label + suffix)
+    for axes, metric in zip(panels, ("accuracy", "loss")):
+        _epoch_axis(axes, metric)
+    panels[0].legend(fontsize="small")
+    figure.suptitle("CIFAR-10 baseline: train (solid) and validation/test (dashed)")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def compare_runs(directories, *, plot=None, print_fn=print):
+    """Prints the table of the run folders `directories` and optionally plots them.
+
+    Args:
+        directories: Run folders written by `train`.
+        plot: Path of a PNG to draw all runs' curves into, or `None`.
+        print_fn: Where the table goes.
+
+    Returns:
+        The loaded runs (see `load_run`).
+
+    Raises:
+        RunFolderError: if no folder is given or one is not a finished run.
+    """
+    directories = list(directories)
+    if not directories:
+        raise RunFolderError("No run folder given to compare.")
+    runs = [load_run(directory) for directory in directories]
+    print_fn(format_table(runs))
+    if plot is not None:
+        plot_runs(runs, os.fspath(plot))
+    return runs

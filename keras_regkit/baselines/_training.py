@@ -1,0 +1,348 @@
+"""Training entry point of the CIFAR-10 baseline: strategy, fit, evaluation, run folder."""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+
+from keras_regkit import _validation
+from keras_regkit.baselines import _model
+from keras_regkit.baselines import _report
+from keras_regkit.baselines._data import load_cifar10
+from keras_regkit.baselines._errors import OutputDirError
+from keras_regkit.baselines._errors import StrategyConfigError
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+OUTPUT_FILES = ("history.json", "metrics.json", "model.keras", "curves.png")
+
+
+def check_output_dir(out):
+    """Checks that the run folder `out` can be created and written; creates nothing.
+
+    Returns the absolute path. Raises `OutputDirError` if `out` is a file,
+    lies under a file, or its nearest existing folder is not writable.
+    """
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise OutputDirError(
+            f"The run folder must be a non-empty path. Received: out={out!r}"
+        )
+    path = os.path.abspath(os.path.expanduser(os.fspath(out)))
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == path else f"lies under the file {probe!r}"
+        raise OutputDirError(
+            f"Cannot write the run folder {os.fspath(out)!r}: it {where}. "
+            "Choose another --out."
+        )
+    try:
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission on {probe!r}")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as error:
+        raise OutputDirError(
+            f"Cannot write the run folder {os.fspath(out)!r}: {error}. "
+            "Choose another --out."
+        ) from None
+    return path
+
+
+def _tf_config():
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise StrategyConfigError(
+            "--strategy multiworker needs the TF_CONFIG environment variable "
+            '(JSON: {"cluster": {"worker": ["host:port", ...]}, '
+            '"task": {"type": "worker", "index": i}}) set on every worker.'
+        )
+    try:
+        config = json.loads(raw)
+        cluster, task = config["cluster"], config["task"]
+        task_type, task_index = task["type"], int(task["index"])
+        hosts = cluster[task_type]
+        if not 0 <= task_index < len(hosts):
+            raise IndexError(task_index)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise StrategyConfigError(
+            "TF_CONFIG must be JSON with a `cluster` of host lists and a `task` "
+            f"{{type, index}} naming one of them ({type(error).__name__}: {error}). "
+            f"Received: TF_CONFIG={raw!r}"
+        ) from None
+    return config
+
+
+def make_strategy(name="default"):
+    """Returns the `tf.distribute` strategy called `name`.
+
+    - `"default"`: the default (single-device) strategy;
+    - `"mirrored"`: `MirroredStrategy` over every visible GPU, or, with no GPU,
+      every logical CPU device;
+    - `"multiworker"`: `MultiWorkerMirroredStrategy` from `TF_CONFIG` (raises
+      `StrategyConfigError` when it is missing or malformed). Create it at
+      program start, before other TensorFlow work.
+    """
+    import tensorflow as tf
+
+    _validation.one_of(name, "strategy", STRATEGIES)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy([device.name for device in gpus])
+        # CPU devices: plain reduce-and-broadcast. (The collective all-reduce
+        # would also work, but its instance keys restart with every new
+        # strategy, and a second one in the same process collides with the
+        # first.)
+        cpus = tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(
+            [device.name for device in cpus],
+            cross_device_ops=tf.distribute.ReductionToOneDevice(),
+        )
+    _tf_config()
+    return _multi_worker_strategy_class()()
+
+
+def _multi_worker_strategy_class():
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 passes it.
+
+        Keras 3's TensorFlow trainer (keras-team/keras#20585) calls
+        `strategy.reduce` on a whole `(x, y)` batch before building the
+        metrics, and `strategy.reduce("MEAN", value, axis=0)` on the scalar
+        loss and metric values of every step. The collective strategy reduces
+        only single values, and `axis=0` is invalid for a scalar. Here each
+        value of a structure is reduced on its own, and a scalar is averaged
+        across replicas (`axis=None`), which is what `axis=0` means for a
+        vector of per-replica values.
+        """
+
+        def reduce(self, reduce_op, value, axis):
+            reduce_one = super().reduce
+
+            def reduce_item(item):
+                item_axis = axis
+                if axis is not None:
+                    local = self.experimental_local_results(item)[0]
+                    if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                        item_axis = None
+                return reduce_one(reduce_op, item, item_axis)
+
+            return tf.nest.map_structure(reduce_item, value)
+
+    return MultiWorkerMirroredStrategy
+
+
+def is_chief(strategy):
+    """Whether this process writes the outputs (always, except non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _optional_positive_int(value, name):
+    return None if value is None else _validation.positive_int(value, name)
+
+
+def _versions():
+    import tensorflow as tf
+
+    import keras_regkit
+
+    return {
+        "keras_regkit": keras_regkit.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def train(
+    variant=_model.DEFAULT_VARIANT,
+    *,
+    epochs=50,
+    batch_size=128,
+    out=None,
+    data_dir=None,
+    train_limit=None,
+    test_limit=None,
+    augment=False,
+    batch_norm=False,
+    blocks=2,
+    standardize=False,
+    strategy="default",
+    seed=None,
+    verbose=1,
+    command=None,
+):
+    """Trains one baseline variant on CIFAR-10, evaluates it, and writes the run folder.
+
+    Every argument is checked, the run folder's writability and the data's
+    presence are verified, and only then is `out` created: a bad argument or
+    missing data leaves nothing behind. `batch_size` is per replica; the
+    global batch is `batch_size * strategy.num_replicas_in_sync`. Keras
+    scales both the data loss and the regularization penalty by
+    `1 / num_replicas` on each replica and sums the gradients, so the penalty
+    counts once, as on one device.
+
+    The validation curves are measured on the test subset. The train accuracy
+    of the train-test gap is measured at the end, with dropout off, on the
+    un-augmented training subset (not the running average of `fit`).
+
+    Args:
+        variant: Name in `VARIANTS` (or a `Variant`). Defaults to `"l2+dropout"`.
+        epochs: Positive int.
+        batch_size: Per-replica batch size.
+        out: Run folder for history.json, metrics.json, model.keras and
+            curves.png; `None` writes nothing. With `"multiworker"`, only the
+            chief writes there (the others write to a temporary folder that is
+            then removed).
+        data_dir: tensorflow-datasets directory (default: `$TFDS_DATA_DIR`).
+        train_limit, test_limit: Use only that many images of each split.
+        augment: Random flip + pad-crop on the training images.
+        batch_norm: BatchNormalization after each convolution.
+        blocks: Number of convolution blocks (2: classic, 3: textbook).
+        standardize: Per-channel standardization instead of [0, 1] scaling.
+        strategy: `"default"`, `"mirrored"` or `"multiworker"`.
+        seed: Seed for weights, dropout, shuffling and augmentation.
+        verbose: Keras `fit` verbosity (1: progress bars).
+        command: The command line, recorded in metrics.json.
+
+    Returns:
+        A dict with `metrics` (as written to metrics.json), `history` (per-epoch
+        lists), `model` (the trained model), `out` (the folder written, or
+        `None`) and `chief` (`False` on the workers that wrote nothing).
+    """
+    started = time.perf_counter()
+    variant = _model.get_variant(variant)
+    epochs = _validation.positive_int(epochs, "epochs")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    blocks = _validation.positive_int(blocks, "blocks")
+    if blocks > _model.MAX_BLOCKS:
+        raise ValueError(
+            f"`blocks` must be between 1 and {_model.MAX_BLOCKS}. Received: blocks={blocks!r}"
+        )
+    train_limit = _optional_positive_int(train_limit, "train_limit")
+    test_limit = _optional_positive_int(test_limit, "test_limit")
+    _validation.one_of(strategy, "strategy", STRATEGIES)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    if strategy == "multiworker":
+        _tf_config()
+    out_path = None if out is None else check_output_dir(out)
+    arguments = {
+        "variant": variant.name,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "data_dir": None if data_dir is None else os.fspath(data_dir),
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+        "augment": bool(augment),
+        "batch_norm": bool(batch_norm),
+        "blocks": blocks,
+        "standardize": bool(standardize),
+        "strategy": strategy,
+        "seed": seed,
+    }
+
+    distribution = make_strategy(strategy)
+    chief = is_chief(distribution)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    replicas = int(distribution.num_replicas_in_sync)
+    # Data sharding across workers needs one shuffle order on every worker.
+    data_seed = seed if seed is not None or strategy != "multiworker" else 0
+    data = load_cifar10(
+        batch_size=batch_size * replicas,
+        data_dir=data_dir,
+        augment=augment,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        standardize=standardize,
+        seed=data_seed,
+    )
+
+    with distribution.scope():
+        model = _model.build_variant(
+            variant,
+            batch_norm=batch_norm,
+            blocks=blocks,
+            batch_size=batch_size * replicas,
+            num_examples=data.num_train,
+            epochs=epochs,
+        )
+    fit_started = time.perf_counter()
+    history = model.fit(
+        data.train,
+        epochs=epochs,
+        validation_data=data.test,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
+    )
+    train_seconds = time.perf_counter() - fit_started
+    train_loss, train_accuracy = model.evaluate(data.train_eval, verbose=0)
+    test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    penalty = float(keras.ops.sum(model.losses)) if model.losses else 0.0
+    history = {
+        key: [float(value) for value in values]
+        for key, values in history.history.items()
+    }
+    metrics = {
+        "variant": variant.name,
+        "description": variant.description,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "train_accuracy": float(train_accuracy),
+        "train_loss": float(train_loss),
+        "gap": float(train_accuracy) - float(test_accuracy),
+        "penalty": penalty,
+        "epochs": len(history.get("loss", [])),
+        "num_train": data.num_train,
+        "num_test": data.num_test,
+        "data_dir": data.data_dir,
+        "replicas": replicas,
+        "global_batch_size": batch_size * replicas,
+        "train_seconds": train_seconds,
+        "wall_seconds": None,  # set just before writing
+        "validation": "test split (the curves' val_* are test-set values)",
+        "losses_include_penalty": True,
+        "variant_config": variant.to_dict(),
+        "optimizer": type(model.optimizer).__name__,
+        "decoupled_weight_decay": float(model.optimizer.weight_decay)
+        if variant.decoupled
+        else None,
+        "arguments": arguments,
+        "command": command,
+        "versions": _versions(),
+    }
+    if out_path is not None:
+        target = out_path if chief else tempfile.mkdtemp(prefix="keras_regkit_worker_")
+        try:
+            os.makedirs(target, exist_ok=True)
+            _report.write_run(target, model=model, history=history, metrics=metrics,
+                              started=started)
+        finally:
+            if not chief:
+                shutil.rmtree(target, ignore_errors=True)
+    else:
+        metrics["wall_seconds"] = time.perf_counter() - started
+    return {
+        "metrics": metrics,
+        "history": history,
+        "model": model,
+        "out": out_path if chief else None,
+        "chief": chief,
+    }

@@ -1,0 +1,63 @@
+"""CIFAR-10 VGG-like baseline built from keras_regkit's own parts.
+
+The network is the classic Keras "VGG-like convnet" (two blocks of
+Conv2D(3x3, same, relu) x 2 -> MaxPooling2D -> Dropout(0.25), then
+Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(10, softmax)), with
+`blocks=3` for the larger textbook network (32-32-64-64-128-128). Its
+penalties come from `keras_regkit.regularizers`, its max-norm constraint from
+`keras_regkit.constraints`, its dropout layers from
+`keras_regkit.dropout.insert_dropout(policy="vgg")`, and the decoupled
+variants' optimizer from `keras_regkit.optimizers.DecoupledWeightDecay`.
+
+- `build_vgg_like(...)`, `VARIANTS`, `build_variant(name)`: the model;
+- `load_cifar10(...)`: the tensorflow-datasets input pipeline (never
+  downloads; `CIFAR10NotFoundError` says how to provide the data);
+- `train(...)`: one variant end to end, writing a run folder with
+  history.json, metrics.json, model.keras and curves.png;
+- `compare_runs(...)`: the table and curves of several run folders.
+
+The command line (`keras-regkit cifar10 ...`, `keras-regkit compare ...`) is
+a thin layer over these.
+"""
+
+from keras_regkit.baselines._data import CIFAR10Data
+from keras_regkit.baselines._data import CIFAR10NotFoundError
+from keras_regkit.baselines._data import load_cifar10
+from keras_regkit.baselines._data import make_pipeline
+from keras_regkit.baselines._model import DEFAULT_VARIANT
+from keras_regkit.baselines._model import VARIANTS
+from keras_regkit.baselines._model import Variant
+from keras_regkit.baselines._model import build_variant
+from keras_regkit.baselines._model import build_vgg_like
+from keras_regkit.baselines._model import get_variant
+from keras_regkit.baselines._report import compare_runs
+from keras_regkit.baselines._report import format_table
+from keras_regkit.baselines._report import load_run
+from keras_regkit.baselines._report import plot_runs
+from keras_regkit.baselines._training import OUTPUT_FILES
+from keras_regkit.baselines._training import OutputDirError
+from keras_regkit.baselines._training import check_output_dir
+from keras_regkit.baselines._training import make_strategy
+from keras_regkit.baselines._training import train
+
+__all__ = [
+    "CIFAR10Data",
+    "CIFAR10NotFoundError",
+    "DEFAULT_VARIANT",
+    "OUTPUT_FILES",
+    "OutputDirError",
+    "VARIANTS",
+    "Variant",
+    "build_variant",
+    "build_vgg_like",
+    "check_output_dir",
+    "compare_runs",
+    "format_table",
+    "get_variant",
+    "load_cifar10",
+    "load_run",
+    "make_pipeline",
+    "make_strategy",
+    "plot_runs",
+    "train",
+]

@@ -1,0 +1,189 @@
+"""The `keras-regkit` command line (also `python -m keras_regkit`).
+
+    keras-regkit cifar10 --variant l2+dropout --epochs 50 --out runs/l2_dropout
+    keras-regkit cifar10 --quick --data-dir ../shared/tensorflow_datasets --out runs/quick
+    keras-regkit compare runs/* --plot runs/compare.png
+
+Bad input (an unknown variant, `--epochs 0`, an unwritable `--out`, missing
+CIFAR-10 data, a bad `TF_CONFIG`) prints one clear message and exits with
+code 2 before anything is written.
+"""
+
+import argparse
+import os
+import sys
+
+EXIT_USAGE = 2
+QUICK = {"epochs": 2, "train_limit": 4000, "test_limit": 2000}
+DEFAULTS = {"epochs": 50, "train_limit": None, "test_limit": None}
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _variant_names():
+    # The names only: importing the model code pulls in Keras, which `--help`
+    # should not wait for.
+    return (
+        "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
+        "adamw", "elastic-net", "prox-l1",
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-regkit",
+        description="Regularization baselines for Keras 3 (keras_regkit).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "cifar10",
+        help="train the VGG-like CIFAR-10 baseline with one regularization variant",
+        description=(
+            "Train the VGG-like CIFAR-10 baseline and write history.json, "
+            "metrics.json, model.keras and curves.png into --out. The data is "
+            "read with tensorflow-datasets from --data-dir or $TFDS_DATA_DIR "
+            "and never downloaded."
+        ),
+    )
+    run.add_argument("--variant", default="l2+dropout", choices=_variant_names(),
+                     help="regularization set-up (default: %(default)s)")
+    run.add_argument("--epochs", type=_positive_int, default=None,
+                     help=f"training epochs (default: {DEFAULTS['epochs']}; "
+                          f"{QUICK['epochs']} with --quick)")
+    run.add_argument("--batch-size", type=_positive_int, default=128,
+                     help="per-replica batch size (default: %(default)s)")
+    run.add_argument("--out", required=True, help="run folder to write")
+    run.add_argument("--train-limit", type=_positive_int, default=None,
+                     help=f"use only the first N training images "
+                          f"({QUICK['train_limit']} with --quick)")
+    run.add_argument("--test-limit", type=_positive_int, default=None,
+                     help=f"use only the first N test images "
+                          f"({QUICK['test_limit']} with --quick)")
+    run.add_argument("--data-dir", default=None,
+                     help="tensorflow-datasets directory holding cifar10/ "
+                          "(default: $TFDS_DATA_DIR)")
+    run.add_argument("--augment", action="store_true",
+                     help="random horizontal flip and 4-pixel pad-crop")
+    run.add_argument("--batch-norm", action="store_true",
+                     help="BatchNormalization after each convolution")
+    run.add_argument("--standardize", action="store_true",
+                     help="per-channel standardization instead of [0, 1] scaling")
+    run.add_argument("--blocks", type=int, choices=(1, 2, 3, 4, 5), default=2,
+                     help="convolution blocks: 2 = classic, 3 = textbook (default: %(default)s)")
+    run.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                     default="default",
+                     help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    run.add_argument("--quick", action="store_true",
+                     help=f"smoke run: {QUICK['train_limit']} training and "
+                          f"{QUICK['test_limit']} test images, {QUICK['epochs']} epochs "
+                          "(explicit --epochs/--train-limit/--test-limit win)")
+    run.add_argument("--seed", type=int, default=None, help="random seed")
+    run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                     help="Keras progress output (default: %(default)s, progress bars)")
+
+    compare = commands.add_parser(
+        "compare",
+        help="table (and plot) of finished run folders",
+        description="Print a table of the runs' variants, test accuracy, "
+                    "train-test gap, epochs and time; --plot draws all curves.",
+    )
+    compare.add_argument("runs", nargs="+", help="run folders written by `cifar10`")
+    compare.add_argument("--plot", default=None, help="PNG file for all runs' curves")
+    return parser
+
+
+def _fail(message):
+    print(f"keras-regkit: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run_cifar10(args, argv):
+    from keras_regkit.baselines import cifar10
+
+    settings = QUICK if args.quick else DEFAULTS
+    for key, default in settings.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    result = cifar10.train(
+        args.variant,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out=args.out,
+        data_dir=args.data_dir,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        augment=args.augment,
+        batch_norm=args.batch_norm,
+        blocks=args.blocks,
+        standardize=args.standardize,
+        strategy=args.strategy,
+        seed=args.seed,
+        verbose=args.verbose,
+        command=["keras-regkit", *argv],
+    )
+    metrics = result["metrics"]
+    print(
+        f"{metrics['variant']}: test accuracy {metrics['test_accuracy']:.4f}, "
+        f"train accuracy {metrics['train_accuracy']:.4f}, "
+        f"gap {metrics['gap']:+.4f}, test loss {metrics['test_loss']:.4f}, "
+        f"{metrics['epochs']} epochs on {metrics['num_train']} images "
+        f"in {metrics['train_seconds']:.1f} s; "
+        + (f"wrote {result['out']}" if result["out"] else "outputs left to the chief")
+    )
+    return 0
+
+
+def _run_compare(args):
+    from keras_regkit.baselines import _report
+    from keras_regkit.baselines._errors import OutputDirError
+
+    if args.plot is not None:
+        parent = os.path.dirname(os.path.abspath(args.plot)) or "."
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise OutputDirError(
+                f"Cannot write --plot {args.plot!r}: {parent!r} is not a writable folder."
+            )
+        if os.path.isdir(args.plot):
+            raise OutputDirError(f"Cannot write --plot {args.plot!r}: it is a folder.")
+    _report.compare_runs(args.runs, plot=args.plot)
+    if args.plot is not None:
+        print(f"curves: {args.plot}")
+    return 0
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit code (0, or 2 for bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed the usage error
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from keras_regkit.baselines._data import CIFAR10NotFoundError
+    from keras_regkit.baselines._errors import BaselineInputError
+
+    try:
+        if args.command == "cifar10":
+            return _run_cifar10(args, argv)
+        return _run_compare(args)
+    except (BaselineInputError, CIFAR10NotFoundError) as error:
+        return _fail(str(error))
+    except ImportError as error:
+        if "tensorflow-datasets" in str(error) or "matplotlib" in str(error):
+            return _fail(str(error))
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Tests for keras_regkit.baselines.cifar10: the VGG-like model, the variants, the data pipeline.
+
+Never needs the real CIFAR-10: the data tests use synthetic `tf.data` input,
+a stand-in for `tfds.load`, or `tfds.testing.mock_data` (offline).
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_regkit import constraints
+from keras_regkit import optimizers
+from keras_regkit import regularizers
+from keras_regkit.baselines import cifar10
+
+tf = pytest.importorskip("tensorflow")
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def _layout(model):
+    """(class name, key attributes) of each layer, for comparing with the recipe."""
+    rows = []
+    for layer in model.layers:
+        name = type(layer).__name__
+        if isinstance(layer, keras.layers.Conv2D):
+            rows.append((name, layer.filters, tuple(layer.kernel_size), layer.padding,
+                         layer.activation.__name__))
+        elif isinstance(layer, keras.layers.Dense):
+            rows.append((name, layer.units, layer.activation.__name__))
+        elif isinstance(layer, keras.layers.Dropout):
+            rows.append((name, layer.rate))
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            rows.append((name, tuple(layer.pool_size)))
+        else:
+            rows.append((name,))
+    return rows
+
+
+def _block(filters, batch_norm=False, dropout=True):
+    conv = ("Conv2D", filters, (3, 3), "same", "relu")
+    rows = [conv, ("BatchNormalization",)] * 2 if batch_norm else [conv, conv]
+    rows.append(("MaxPooling2D", (2, 2)))
+    if dropout:
+        rows.append(("Dropout", 0.25))
+    return rows
+
+
+def _head(dropout=True):
+    rows = [("Flatten",), ("Dense", 256, "relu")]
+    if dropout:
+        rows.append(("Dropout", 0.5))
+    return rows + [("Dense", 10, "softmax")]
+
+
+def _expected_params(filters, fc=256, classes=10, batch_norm=False):
+    """Parameter count from the layer formulas (3x3 convs, 2x2 pools, 32x32x3 input)."""
+    total, channels, side = 0, 3, 32
+    for f in filters:
+        for _ in range(2):
+            total += 3 * 3 * channels * f + f
+            if batch_norm:
+                total += 4 * f
+            channels = f
+        side //= 2
+    total += side * side * channels * fc + fc
+    return total + fc * classes + classes
+
+
+def _convs(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _denses(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+# ---------------------------------------------------------------- the model
+
+
+def test_two_block_layout_is_the_classic_recipe():
+    model = cifar10.build_vgg_like()
+    expected = [("InputLayer",)] + _block(32) + _block(64) + _head()
+    assert _layout(model) == expected
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == _expected_params([32, 64])
+    for conv in _convs(model):
+        assert type(conv.kernel_regularizer) is regularizers.L2
+        assert conv.kernel_regularizer.l2 == pytest.approx(1e-4)
+        assert conv.kernel_constraint is None
+    for dense in _denses(model):
+        assert dense.kernel_regularizer is None and dense.kernel_constraint is None
+
+
+def test_three_blocks_batch_norm_max_norm():
+    model = cifar10.build_vgg_like(
+        weight_decay=5e-4, blocks=3, batch_norm=True, max_norm=2.5
+    )
+    expected = (
+        [("InputLayer",)]
+        + _block(32, batch_norm=True)
+        + _block(64, batch_norm=True)
+        + _block(128, batch_norm=True)
+        + _head()
+    )
+    assert _layout(model) == expected
+    assert model.get_layer("flatten").output.shape[-1] == 4 * 4 * 128
+    assert model.count_params() == _expected_params([32, 64, 128], batch_norm=True)
+    kernels = _convs(model) + _denses(model)
+    assert len(kernels) == 8
+    for layer in kernels:
+        assert type(layer.kernel_constraint) is constraints.MaxNorm
+        assert layer.kernel_constraint.max_value == pytest.approx(2.5)
+    for conv in _convs(model):
+        assert conv.kernel_regularizer.l2 == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize(
+    "weight_decay, l1, expected",
+    [
+        (0.0, 0.0, None),
+        (None, 0.0, None),
+        (0.0, 1e-5, ("L1", {"l1": 1e-5})),
+        (1e-4, 1e-5, ("ElasticNet", {"l1": 1e-5, "l2": 1e-4})),
+    ],
+)
+def test_penalty_choice(weight_decay, l1, expected):
+    model = cifar10.build_vgg_like(weight_decay=weight_decay, l1=l1, dropout=False)
+    assert [type(layer).__name__ for layer in model.layers].count("Dropout") == 0
+    for conv in _convs(model):
+        if expected is None:
+            assert conv.kernel_regularizer is None
+        else:
+            assert type(conv.kernel_regularizer).__name__ == expected[0]
+            assert conv.kernel_regularizer.get_config() == pytest.approx(expected[1])
+    if expected is None:
+        assert model.losses == []
+
+
+def test_penalty_in_loss_matches_numpy():
+    model = cifar10.build_vgg_like(weight_decay=3e-3, dropout=False, regularize_dense=True)
+    kernels = [layer.kernel.numpy() for layer in _convs(model)]
+    kernels.append(model.get_layer("fc").kernel.numpy())
+    expected = 3e-3 * sum(float(np.sum(k.astype(np.float64) ** 2)) for k in kernels)
+    assert len(model.losses) == 5
+    assert float(keras.ops.sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"blocks": 0}, "Received: blocks=0"),
+        ({"blocks": 6}, "Received: blocks=6"),
+        ({"weight_decay": -1.0}, "Received: weight_decay=-1"),
+        ({"max_norm": 0.0}, "Received: max_norm=0"),
+        ({"l1": -0.5}, "Received: l1=-0.5"),
+    ],
+)
+def test_invalid_model_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cifar10.build_vgg_like(**kwargs)
+
+
+# ---------------------------------------------------------------- the variants
+
+
+def test_variant_names():
+    assert list(cifar10.VARIANTS) == [
+        "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
+        "adamw", "elastic-net", "prox-l1",
+    ]
+    assert cifar10.DEFAULT_VARIANT == "l2+dropout"
+    with pytest.raises(ValueError, match="Received: variant='l3'"):
+        cifar10.get_variant("l3")
+
+
+@pytest.mark.parametrize("name", list(cifar10.VARIANTS))
+def test_each_variant_builds_compiles_and_trains(name):
+    variant = cifar10.VARIANTS[name]
+    model = cifar10.build_variant(name)
+    convs, denses = _convs(model), _denses(model)
+    dropouts = [layer.rate for layer in model.layers
+                if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == ([0.25, 0.25, 0.5] if variant.dropout else [])
+    for conv in convs:
+        penalty = conv.kernel_regularizer
+        if variant.weight_decay and variant.l1:
+            assert type(penalty) is regularizers.ElasticNet
+            assert (penalty.l1, penalty.l2) == pytest.approx((variant.l1, variant.weight_decay))
+        elif variant.weight_decay:
+            assert type(penalty) is regularizers.L2
+            assert penalty.l2 == pytest.approx(variant.weight_decay)
+        else:
+            assert penalty is None
+    for layer in convs + denses:
+        if variant.max_norm:
+            assert layer.kernel_constraint.max_value == pytest.approx(3.0)
+        else:
+            assert layer.kernel_constraint is None
+    optimizer = model.optimizer
+    if variant.normalized_weight_decay or variant.decoupled_l1:
+        assert isinstance(optimizer, optimizers.DecoupledWeightDecay)
+        config = optimizer.get_config()
+        # Loshchilov & Hutter's normalized decay for the default run
+        # (batch 128, 50,000 images, 50 epochs): lambda_norm * sqrt(b / (B T)).
+        expected = variant.normalized_weight_decay * math.sqrt(128 / (50000 * 50))
+        assert config["weight_decay"] == pytest.approx(expected)
+        assert config["decay_scaling"] == "schedule"
+        assert config["l1"] == pytest.approx(variant.decoupled_l1)
+        assert type(optimizer.inner_optimizer) is keras.optimizers.Adam
+    else:
+        assert type(optimizer) is keras.optimizers.Adam
+        assert float(optimizer.learning_rate) == pytest.approx(1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 3), dtype=np.float32)
+    y = np.array([0, 1, 2, 3])
+    loss = model.train_on_batch(x, y)
+    loss = loss[0] if isinstance(loss, (list, tuple)) else loss
+    assert np.isfinite(loss)
+
+
+def test_named_variants_match_their_descriptions():
+    v = cifar10.VARIANTS
+    assert v["none"].weight_decay == 0 and not v["none"].dropout
+    assert v["l2"].weight_decay == pytest.approx(1e-4) and not v["l2"].dropout
+    assert v["dropout"].dropout and v["dropout"].weight_decay == 0
+    assert v["l2+dropout"].weight_decay == pytest.approx(1e-4) and v["l2+dropout"].dropout
+    assert v["maxnorm+dropout"].max_norm == 3.0 and v["maxnorm+dropout"].dropout
+    assert v["adamw"].normalized_weight_decay > 0 and v["adamw"].decoupled_l1 == 0
+    assert v["adamw"].weight_decay == 0 and not v["adamw"].dropout
+    assert v["elastic-net"].l1 > 0 and v["elastic-net"].weight_decay > 0
+    assert v["prox-l1"].decoupled_l1 > 0 and v["prox-l1"].weight_decay == 0
+
+
+def test_decoupled_decay_follows_the_run():
+    model = cifar10.build_variant("adamw", batch_size=64, num_examples=10000, epochs=15)
+    expected = 0.05 * math.sqrt(64 / (10000 * 15))
+    assert model.optimizer.weight_decay == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- the data pipeline
+
+
+def _synthetic(n, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    return images, labels
+
+
+def _collect(dataset):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.tensorflow_only
+def test_pipeline_scales_batches_and_keeps_order():
+    images, labels = _synthetic(10)
+    raw = tf.data.Dataset.from_tensor_slices((images, labels))
+    batches = list(cifar10.make_pipeline(raw, batch_size=4))
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 32, 32, 3)] * 2 + [(2, 32, 32, 3)]
+    assert batches[0][0].dtype == tf.float32 and batches[0][1].dtype == tf.int32
+    x, y = _collect(batches)
+    np.testing.assert_allclose(x, images.astype(np.float32) / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(y, labels)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+@pytest.mark.tensorflow_only
+def test_pipeline_training_shuffles_a_permutation():
+    images, labels = _synthetic(64)
+    raw = tf.data.Dataset.from_tensor_slices((images, np.arange(64)))
+    x, order = _collect(cifar10.make_pipeline(raw, 16, training=True, seed=3))
+    assert sorted(order.tolist()) == list(range(64))
+    assert order.tolist() != list(range(64))
+    np.testing.assert_allclose(x, images[order].astype(np.float32) / 255.0, atol=1e-7)
+
+
+def _crops_and_flips(image, pad=4):
+    """Every image the flip + pad-crop augmentation may produce (NumPy reference)."""
+    size = image.shape[0]
+    out = []
+    for candidate in (image, image[:, ::-1]):
+        padded = np.zeros((size + 2 * pad, size + 2 * pad, 3), image.dtype)
+        padded[pad:pad + size, pad:pad + size] = candidate
+        for top in range(2 * pad + 1):
+            for left in range(2 * pad + 1):
+                out.append(padded[top:top + size, left:left + size])
+    return np.stack(out)
+
+
+@pytest.mark.tensorflow_only
+def test_augmentation_is_a_flip_and_pad_crop_of_each_image():
+    images, _ = _synthetic(6, seed=1)
+    raw = tf.data.Dataset.from_tensor_slices((images, np.arange(6)))
+    pipeline = cifar10.make_pipeline(raw, 6, training=True, augment=True, seed=5)
+    changed = 0
+    epochs = []
+    for _ in range(2):  # two epochs: fresh randomness each
+        x, order = _collect(pipeline)
+        epochs.append(x[np.argsort(order)])
+        assert x.shape == (6, 32, 32, 3) and x.dtype == np.float32
+        for image, index in zip(x, order):
+            as_uint8 = np.round(image * 255.0).astype(np.uint8)
+            candidates = _crops_and_flips(images[index])
+            assert np.any(np.all(candidates == as_uint8, axis=(1, 2, 3)))
+            changed += not np.array_equal(as_uint8, images[index])
+    assert changed >= 6  # 1 in 162 chance per image of being unchanged
+    assert not np.array_equal(epochs[0], epochs[1])  # re-drawn every epoch
+    # Evaluation pipelines never augment.
+    x, _ = _collect(cifar10.make_pipeline(raw, 6, augment=True))
+    np.testing.assert_allclose(x, images / 255.0, atol=1e-7)
+
+
+@pytest.fixture
+def fake_tfds(monkeypatch):
+    """Replaces `tfds.load` with synthetic CIFAR-shaped splits; records its arguments."""
+    calls = []
+    train, test = _synthetic(50, seed=2), _synthetic(20, seed=3)
+
+    def load(name, **kwargs):
+        calls.append(dict(name=name, **kwargs))
+        assert kwargs["split"] == ["train", "test"] and kwargs["as_supervised"]
+        return [tf.data.Dataset.from_tensor_slices(split) for split in (train, test)]
+
+    monkeypatch.setattr(tfds, "load", load)
+    return {"calls": calls, "train": train, "test": test}
+
+
+@pytest.mark.tensorflow_only
+def test_load_cifar10_limits_and_data_dir(fake_tfds, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "from_env"))
+    data = cifar10.load_cifar10(batch_size=8, data_dir=tmp_path / "given",
+                                train_limit=30, test_limit=12)
+    call = fake_tfds["calls"][-1]
+    assert call["name"] == "cifar10" and call["download"] is False
+    assert call["data_dir"] == str(tmp_path / "given")
+    assert (data.num_train, data.num_test) == (30, 12)
+    x, y = _collect(data.train_eval)
+    np.testing.assert_allclose(x, fake_tfds["train"][0][:30] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y, fake_tfds["train"][1][:30])
+    assert _collect(data.train)[0].shape == (30, 32, 32, 3)
+    assert _collect(data.test)[0].shape == (12, 32, 32, 3)
+    cifar10.load_cifar10(batch_size=8)
+    assert fake_tfds["calls"][-1]["data_dir"] == str(tmp_path / "from_env")
+
+
+@pytest.mark.tensorflow_only
+def test_load_cifar10_standardize(fake_tfds):
+    data = cifar10.load_cifar10(batch_size=16, standardize=True, train_limit=40)
+    pixels = fake_tfds["train"][0][:40].astype(np.float64).reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(data.mean, pixels.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(data.std, pixels.std(axis=0), rtol=1e-6)
+    x, _ = _collect(data.train_eval)
+    flat = x.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(flat.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(axis=0), 1.0, atol=1e-4)
+    x_test, _ = _collect(data.test)  # test data uses the training statistics
+    expected = (fake_tfds["test"][0] / 255.0 - pixels.mean(axis=0)) / pixels.std(axis=0)
+    np.testing.assert_allclose(x_test, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "Received: batch_size=0"),
+    ({"train_limit": 0}, "Received: train_limit=0"),
+    ({"test_limit": -1}, "Received: test_limit=-1"),
+])
+def test_load_cifar10_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cifar10.load_cifar10(**kwargs)
+
+
+@pytest.mark.tensorflow_only
+def test_load_cifar10_with_tfds_mock_data():
+    with tfds.testing.mock_data(num_examples=24):
+        data = cifar10.load_cifar10(batch_size=10, train_limit=20, augment=True)
+        assert (data.num_train, data.num_test) == (20, 24)
+        x, y = _collect(data.train)
+    assert x.shape == (20, 32, 32, 3) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5
+    assert y.dtype == np.int32 and set(y.tolist()) <= set(range(10))
+
+
+def test_missing_data_raises_one_paragraph(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    empty = tmp_path / "no_data_here"
+    with pytest.raises(cifar10.CIFAR10NotFoundError) as info:
+        cifar10.load_cifar10(data_dir=empty)
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    assert "\n" not in message
+    for needle in (str(empty), "--data-dir", "TFDS_DATA_DIR", "download_and_prepare"):
+        assert needle in message
+    assert not empty.exists()  # looking for the data created nothing
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env_dir"))
+    with pytest.raises(cifar10.CIFAR10NotFoundError, match="env_dir"):
+        cifar10.load_cifar10()
+
+
+# ---------------------------------------------------------------- distribution
+
+
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_counts_the_penalty_once():
+    strategy = cifar10.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # conftest's two logical CPUs
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, size=8)
+
+    def build():
+        model = cifar10.build_vgg_like(weight_decay=0.05, dropout=False, blocks=1)
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss="sparse_categorical_crossentropy")
+        return model
+
+    single = build()
+    with strategy.scope():
+        mirrored = build()
+    mirrored.set_weights(single.get_weights())
+    probs = single.predict(x, verbose=0).astype(np.float64)
+    cross_entropy = -np.mean(np.log(probs[np.arange(8), y]))
+    penalty = 0.05 * sum(np.sum(layer.kernel.numpy().astype(np.float64) ** 2)
+                         for layer in _convs(single))
+    assert penalty > 0.1 * cross_entropy  # large enough to be seen twice
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    losses = [model.fit(data, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+              for model in (single, mirrored)]
+    np.testing.assert_allclose(losses, cross_entropy + penalty, rtol=1e-4)
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_multiworker_strategy_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        cifar10.make_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, '
+                                    '"task": {"type": "worker", "index": 3}}')
+    with pytest.raises(ValueError, match="Received: TF_CONFIG="):
+        cifar10.make_strategy("multiworker")
+    with pytest.raises(ValueError, match="Received: strategy='tpu'"):
+        cifar10.make_strategy("tpu")

@@ -1,0 +1,248 @@
+"""Tests for the `keras-regkit` command line (keras_regkit.cli), run in-process where possible.
+
+The data is `tfds.testing.mock_data` (random CIFAR-shaped images, offline);
+the real CIFAR-10 is never needed.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+import tomllib
+
+import keras
+import numpy as np
+import pytest
+
+from keras_regkit import cli
+from keras_regkit.baselines import cifar10
+from tests import helpers
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+TINY = ["--epochs", "1", "--batch-size", "8", "--train-limit", "24",
+        "--test-limit", "16", "--verbose", "0"]
+METRIC_KEYS = {
+    "variant", "test_accuracy", "test_loss", "train_accuracy", "train_loss", "gap",
+    "epochs", "num_train", "num_test", "train_seconds", "wall_seconds", "arguments",
+    "replicas", "global_batch_size", "variant_config", "versions",
+}
+
+
+def _run(args, num_examples=40):
+    with tfds.testing.mock_data(num_examples=num_examples):
+        return cli.main([str(a) for a in args])
+
+
+def _check_png(path):
+    import matplotlib.image
+
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_variant_choices_match_the_variants():
+    assert cli._variant_names() == tuple(cifar10.VARIANTS)
+
+
+def test_console_script_and_module_entry_points():
+    pyproject = tomllib.loads((helpers.REPO_ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["keras-regkit"] == "keras_regkit.cli:main"
+    main_source = (helpers.REPO_ROOT / "keras_regkit" / "__main__.py").read_text()
+    assert "from keras_regkit.cli import main" in main_source
+
+
+@pytest.mark.tensorflow_only
+def test_train_and_compare_end_to_end(tmp_path, capsys):
+    run_a, run_b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    assert _run(["cifar10", "--variant", "l2+dropout", "--out", run_a, "--seed", "1",
+                 *TINY]) == 0
+    assert _run(["cifar10", "--variant", "prox-l1", "--out", run_b, "--augment",
+                 "--epochs", "2", *TINY[2:]]) == 0
+    printed = capsys.readouterr().out
+    assert "l2+dropout: test accuracy" in printed and str(run_a) in printed
+
+    for run, variant, epochs in ((run_a, "l2+dropout", 1), (run_b, "prox-l1", 2)):
+        assert sorted(os.listdir(run)) == sorted(cifar10.OUTPUT_FILES)
+        history = json.loads((run / "history.json").read_text())
+        assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert all(len(values) == epochs for values in history.values())
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert METRIC_KEYS <= set(metrics)
+        assert metrics["variant"] == variant and metrics["epochs"] == epochs
+        assert (metrics["num_train"], metrics["num_test"]) == (24, 16)
+        assert metrics["gap"] == pytest.approx(
+            metrics["train_accuracy"] - metrics["test_accuracy"])
+        assert metrics["test_accuracy"] == pytest.approx(history["val_accuracy"][-1])
+        assert metrics["replicas"] == 1 and metrics["global_batch_size"] == 8
+        assert metrics["wall_seconds"] >= metrics["train_seconds"] > 0
+        _check_png(run / "curves.png")
+    metrics_a = json.loads((run_a / "metrics.json").read_text())
+    assert metrics_a["arguments"]["seed"] == 1
+    assert metrics_a["penalty"] > 0
+    assert json.loads((run_b / "metrics.json").read_text())["arguments"]["augment"]
+
+    # The gap's train accuracy is measured at the end, dropout off, on the
+    # un-augmented training subset: recompute it from the saved model.
+    model = keras.saving.load_model(run_a / "model.keras")
+    with tfds.testing.mock_data(num_examples=40):
+        data = cifar10.load_cifar10(batch_size=8, train_limit=24)
+        batches = [(x.numpy(), y.numpy()) for x, y in data.train_eval]
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+    assert metrics_a["train_accuracy"] == pytest.approx(np.mean(predicted == y))
+    # The saved model loads in a fresh process, safe mode, no custom_objects.
+    fresh = helpers.load_in_fresh_process(run_a / "model.keras", x[:4])
+    np.testing.assert_allclose(fresh["predictions"], model.predict(x[:4], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+    plot = tmp_path / "compare.png"
+    assert cli.main(["compare", str(run_a), str(run_b), "--plot", str(plot)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["run", "variant", "test"]
+    for run, line in zip((run_a, run_b), lines[1:3]):
+        metrics = json.loads((run / "metrics.json").read_text())
+        cells = line.split()
+        assert cells[0] == run.name and cells[1] == metrics["variant"]
+        assert cells[2] == f"{metrics['test_accuracy']:.4f}"
+        assert cells[4] == f"{metrics['gap']:+.4f}"
+        assert cells[6] == str(metrics["epochs"])
+    _check_png(plot)
+
+
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_scales_the_global_batch(tmp_path):
+    out = tmp_path / "mirrored"
+    assert _run(["cifar10", "--variant", "l2", "--strategy", "mirrored", "--out", out,
+                 *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 16
+    assert metrics["arguments"]["strategy"] == "mirrored"
+
+
+def _bad_inputs(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    empty = tmp_path / "empty_tfds"
+    empty.mkdir()
+    out = tmp_path / "out" / "run"
+    return [
+        (["cifar10", "--variant", "l3", "--out", out], "invalid choice: 'l3'", out),
+        (["cifar10", "--epochs", "0", "--out", out], "must be an integer >= 1", out),
+        (["cifar10", "--epochs", "-2", "--out", out], "--epochs", out),
+        (["cifar10", "--batch-size", "0", "--out", out], "--batch-size", out),
+        (["cifar10", "--train-limit", "zero", "--out", out], "--train-limit", out),
+        (["cifar10", "--out", a_file / "run"], "lies under the file", a_file / "run"),
+        (["cifar10", "--out", a_file], "is a file", None),
+        (["cifar10", "--strategy", "multiworker", "--out", out], "TF_CONFIG", out),
+        (["cifar10", "--out", out, "--data-dir", empty], "CIFAR-10 was not found", out),
+        (["cifar10"], "--out", None),
+        (["compare", tmp_path], "not a finished run folder", None),
+        (["compare", tmp_path, "--plot", a_file / "x.png"], "not a writable folder", None),
+        ([], "COMMAND", None),
+    ]
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_bad_input_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    args, message, must_not_exist = _bad_inputs(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert cli.main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    if must_not_exist is not None:
+        assert not must_not_exist.exists()
+
+
+def test_missing_data_via_python_m_prints_one_paragraph(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "nowhere"),
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(helpers.REPO_ROOT),
+               KERAS_BACKEND=keras.backend.backend())
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_regkit", "cifar10", "--quick", "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if line.startswith("keras-regkit: error:")]
+    assert len(lines) == 1
+    for needle in ("CIFAR-10 was not found", str(tmp_path / "nowhere"), "--data-dir",
+                   "TFDS_DATA_DIR", "internet"):
+        assert needle in lines[0]
+    assert not out.exists()
+
+
+def _free_ports(count):
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.tensorflow_only
+def test_multiworker_two_local_workers(tmp_path):
+    """Two worker processes on 127.0.0.1 train together; only the chief writes."""
+    out = tmp_path / "runs" / "multiworker"
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    code = textwrap.dedent("""
+        import sys
+        import tensorflow_datasets as tfds
+        from keras_regkit import cli
+        with tfds.testing.mock_data(num_examples=32):
+            sys.exit(cli.main(sys.argv[1:]))
+    """)
+    args = ["cifar10", "--variant", "l2", "--strategy", "multiworker", "--out", str(out),
+            "--seed", "0", *TINY]
+    processes = []
+    for index in range(2):
+        worker_tmp = tmp_path / f"tmp{index}"
+        worker_tmp.mkdir()
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                  "task": {"type": "worker", "index": index}}),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONPATH=str(helpers.REPO_ROOT),
+            KERAS_BACKEND=keras.backend.backend(),
+            TMPDIR=str(worker_tmp),
+        )
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", code, *args], cwd=helpers.REPO_ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=240))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-4000:]
+    assert "wrote" in outputs[0][0] and "outputs left to the chief" in outputs[1][0]
+    assert sorted(os.listdir(out)) == sorted(cifar10.OUTPUT_FILES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 16
+    assert metrics["arguments"]["strategy"] == "multiworker"
+    # The non-chief worker's temporary run folder is gone.
+    assert not [p for p in (tmp_path / "tmp1").iterdir()
+                if p.name.startswith("keras_regkit_worker_")]
