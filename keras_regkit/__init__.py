@@ -1,0 +1,58 @@
+"""keras_regkit: regularization for Keras 3.
+
+Importing the package registers every public class with Keras's
+serialization registry under the package name `keras_regkit`, so saved
+models load with `keras.saving.load_model` and no `custom_objects`.
+"""
+
+from keras_regkit import constraints
+from keras_regkit import dropout
+from keras_regkit import optimizers
+from keras_regkit import regularizers
+from keras_regkit import reports
+from keras_regkit import rules
+from keras_regkit.constraints import MaxNorm
+from keras_regkit.dropout import dropout_plan
+from keras_regkit.dropout import insert_dropout
+from keras_regkit.dropout import remove_dropout
+from keras_regkit.optimizers import DecoupledWeightDecay
+from keras_regkit.optimizers import normalized_weight_decay
+from keras_regkit.regularizers import L1
+from keras_regkit.regularizers import L2
+from keras_regkit.regularizers import CorrectedElasticNet
+from keras_regkit.regularizers import ElasticNet
+from keras_regkit.regularizers import ElasticNetCorrection
+from keras_regkit.regularizers import GroupLasso
+from keras_regkit.regularizers import apply_elastic_net_correction
+from keras_regkit.rules import constrain
+from keras_regkit.rules import regularize
+from keras_regkit.reports import sparsity
+from keras_regkit.reports import summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "L1",
+    "L2",
+    "CorrectedElasticNet",
+    "DecoupledWeightDecay",
+    "ElasticNet",
+    "ElasticNetCorrection",
+    "GroupLasso",
+    "MaxNorm",
+    "apply_elastic_net_correction",
+    "constrain",
+    "constraints",
+    "dropout",
+    "dropout_plan",
+    "insert_dropout",
+    "normalized_weight_decay",
+    "optimizers",
+    "regularize",
+    "regularizers",
+    "remove_dropout",
+    "reports",
+    "rules",
+    "sparsity",
+    "summary",
+]

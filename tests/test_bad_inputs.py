@@ -1,0 +1,478 @@
+"""Every bad input across the public API is refused with a clear message.
+
+One table: each row is a call, the error type it must raise, and a regex the
+message must match. The regex names the argument and the value received
+(`Received: l1=-1`), so a user can tell what to fix without reading code.
+The calls that change a model (`regularize`, `constrain`) or derive one from
+it (`insert_dropout`) are also checked to leave their input exactly as it was.
+"""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regkit
+from keras_regkit._selectors import iter_layers
+from keras_regkit import (
+    L1,
+    L2,
+    CorrectedElasticNet,
+    DecoupledWeightDecay,
+    ElasticNet,
+    GroupLasso,
+    MaxNorm,
+)
+
+Dense = keras.layers.Dense
+NAN = float("nan")
+INF = float("inf")
+
+
+def _models():
+    """A small Sequential model and a subclassed one (no layer graph)."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            Dense(3, name="dense_a"),
+            Dense(3, name="dense_b"),
+            Dense(2, name="logits"),
+        ],
+        name="net",
+    )
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="sub")
+            self.hidden = Dense(3, name="hidden")
+            self.out = Dense(1, name="out")
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    sub = Subclassed()
+    sub(np.zeros((1, 4), "float32"))
+    return {"seq": model, "sub": sub}
+
+
+class _NotScalar(keras.regularizers.Regularizer):
+    """A broken regularizer: returns a tensor, not a scalar."""
+
+    def __call__(self, x):
+        return x
+
+
+def _sgd():
+    return keras.optimizers.SGD(learning_rate=0.1)
+
+
+# Each row: (callable of the models dict, error type, message regex).
+# `re.escape` is not used on purpose: the patterns stay readable.
+CASES = [
+    # --- regularizers -----------------------------------------------------------
+    pytest.param(lambda m: L1(l1=-1), ValueError, r"`l1`.*Received: l1=-1", id="L1-negative"),
+    pytest.param(lambda m: L1(l1=NAN), ValueError, r"`l1`.*Received: l1=nan", id="L1-nan"),
+    pytest.param(lambda m: L1(l1=INF), ValueError, r"`l1`.*Received: l1=inf", id="L1-inf"),
+    pytest.param(lambda m: L1(l1=True), TypeError, r"`l1`.*Received: l1=True", id="L1-bool"),
+    pytest.param(lambda m: L1(l1="0.1"), TypeError, r"`l1`.*Received: l1='0.1'", id="L1-str"),
+    pytest.param(lambda m: L1(l1=None), TypeError, r"`l1`.*Received: l1=None", id="L1-None"),
+    pytest.param(lambda m: L2(l2=-0.5), ValueError, r"`l2`.*Received: l2=-0.5", id="L2-negative"),
+    pytest.param(lambda m: L2(l2=[0.1]), TypeError, r"`l2`.*Received: l2=\[0.1\]", id="L2-list"),
+    pytest.param(
+        lambda m: L2(l2=np.array([0.1, 0.2])), TypeError,
+        r"`l2`.*Received: l2=array\(\[0.1, 0.2\]\)", id="L2-array",
+    ),
+    pytest.param(
+        lambda m: L2.from_textbook(lam=-1.0, num_examples=10), ValueError,
+        r"`lam`.*Received: lam=-1", id="L2.from_textbook-lam-negative",
+    ),
+    pytest.param(
+        lambda m: L2.from_textbook(lam=1.0, num_examples=0), ValueError,
+        r"`num_examples`.*Received: num_examples=0", id="L2.from_textbook-m-zero",
+    ),
+    pytest.param(
+        lambda m: L2.from_textbook(lam=1.0, num_examples=2.5), TypeError,
+        r"`num_examples`.*Received: num_examples=2.5", id="L2.from_textbook-m-float",
+    ),
+    pytest.param(
+        lambda m: ElasticNet(l1=0.1, l2=-1e-3), ValueError,
+        r"`l2`.*Received: l2=-0.001", id="ElasticNet-l2-negative",
+    ),
+    pytest.param(
+        lambda m: ElasticNet(l1=INF, l2=0.1), ValueError,
+        r"`l1`.*Received: l1=inf", id="ElasticNet-l1-inf",
+    ),
+    pytest.param(
+        lambda m: ElasticNet.from_mix(alpha=NAN), ValueError,
+        r"`alpha`.*Received: alpha=nan", id="ElasticNet.from_mix-alpha-nan",
+    ),
+    pytest.param(
+        lambda m: ElasticNet.from_mix(alpha=1.0, l1_ratio=1.5), ValueError,
+        r"`l1_ratio`.*Received: l1_ratio=1.5", id="ElasticNet.from_mix-ratio-above-1",
+    ),
+    pytest.param(
+        lambda m: CorrectedElasticNet(correction_applied="yes"), TypeError,
+        r"`correction_applied`.*Received: correction_applied='yes'",
+        id="CorrectedElasticNet-flag-str",
+    ),
+    pytest.param(
+        lambda m: GroupLasso(factor=-0.01), ValueError,
+        r"`factor`.*Received: factor=-0.01", id="GroupLasso-negative",
+    ),
+    pytest.param(
+        lambda m: GroupLasso(factor=False), TypeError,
+        r"`factor`.*Received: factor=False", id="GroupLasso-bool",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.apply_elastic_net_correction("net"), TypeError,
+        r"`model`.*Received: model='net'", id="apply_elastic_net_correction-not-model",
+    ),
+    # --- constraint ---------------------------------------------------------------
+    pytest.param(
+        lambda m: MaxNorm(max_value=0), ValueError,
+        r"`max_value`.*Received: max_value=0", id="MaxNorm-zero",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(max_value=-3.0), ValueError,
+        r"`max_value`.*Received: max_value=-3", id="MaxNorm-negative",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(max_value="3"), TypeError,
+        r"`max_value`.*Received: max_value='3'", id="MaxNorm-str",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(axis="rows"), ValueError,
+        r"`axis`.*Received: axis='rows'", id="MaxNorm-axis-unknown-str",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(axis=1.5), TypeError,
+        r"`axis`.*Received: axis=1.5", id="MaxNorm-axis-float",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(axis=[0, 0]), ValueError,
+        r"`axis`.*Received: axis=\[0, 0\]", id="MaxNorm-axis-repeated",
+    ),
+    pytest.param(
+        lambda m: MaxNorm(2.0, axis=2)(np.ones((3, 2), "float32")), ValueError,
+        r"`axis`.*rank 2.*Received: axis=2", id="MaxNorm-axis-out-of-rank",
+    ),
+    # --- rules ------------------------------------------------------------------------
+    pytest.param(
+        lambda m: keras_regkit.regularize("net", {"dense_a": L2()}), TypeError,
+        r"`model`.*Received: model='net'", id="regularize-not-model",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {"conv*": L2()}), ValueError,
+        r"(?s)'conv\*'.*`rules`.*matches no layer.*dense_a", id="regularize-no-match",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {"dense_a": "l2"}), TypeError,
+        r"'dense_a'.*Regularizer.*Received: 'l2'", id="regularize-value-str",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {}), ValueError,
+        r"`rules`.*Received: rules=\{\}", id="regularize-empty-rules",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], [L2()]), TypeError,
+        r"`rules`.*pairs.*Received", id="regularize-rules-not-pairs",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {42: L2()}), TypeError,
+        r"`selector`.*Received: selector=42", id="regularize-selector-int",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {"dense_a": L2()}, target="gamma"),
+        ValueError, r"'dense_a'.*no 'gamma' weight.*Received: target='gamma'",
+        id="regularize-missing-weight",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {"dense_a": L2()}, target=3),
+        TypeError, r"`target`.*Received: target=3", id="regularize-target-int",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.regularize(m["seq"], {"dense_a": _NotScalar()}),
+        ValueError, r"'dense_a'.*must return a scalar", id="regularize-non-scalar",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.constrain(m["seq"], {Dense: MaxNorm(1.0, axis=5)}),
+        ValueError, r"'dense_a'.*Received: axis=5", id="constrain-axis-out-of-rank",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.constrain(m["seq"], {Dense: L2()}), TypeError,
+        r"Dense.*Constraint.*Received: <.*L2", id="constrain-regularizer-given",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.summary(m["seq"], print_fn="stdout"), TypeError,
+        r"`print_fn`.*Received: print_fn='stdout'", id="summary-print_fn-str",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.sparsity([1, 2]), TypeError,
+        r"`model`.*Received: model=\[1, 2\]", id="sparsity-not-model",
+    ),
+    # --- optimizer wrapper ------------------------------------------------------------
+    pytest.param(
+        lambda m: DecoupledWeightDecay(Dense(2), weight_decay=1e-4), TypeError,
+        r"`optimizer`.*Received: optimizer=.*Dense", id="DWD-optimizer-is-layer",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(None, weight_decay=1e-4), TypeError,
+        r"`optimizer`.*Received: optimizer=None", id="DWD-optimizer-None",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), weight_decay=-1e-4), ValueError,
+        r"`weight_decay`.*Received: weight_decay=-0.0001", id="DWD-decay-negative",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), weight_decay=NAN), ValueError,
+        r"`weight_decay`.*Received: weight_decay=nan", id="DWD-decay-nan",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), weight_decay="0.1"), TypeError,
+        r"`weight_decay`.*Received: weight_decay='0.1'", id="DWD-decay-str",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), 1e-4, decay_scaling="cosine"), ValueError,
+        r"`decay_scaling`.*Received: decay_scaling='cosine'", id="DWD-unknown-scaling",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), 1e-4, toward="ones"), ValueError,
+        r"`toward`.*Received: toward='ones'", id="DWD-unknown-toward",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), 1e-4, l1=-0.1), ValueError,
+        r"`l1`.*Received: l1=-0.1", id="DWD-l1-negative",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), 1e-4, group_l1=INF), ValueError,
+        r"`group_l1`.*Received: group_l1=inf", id="DWD-group_l1-inf",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(_sgd(), 1e-4, exclude=5), TypeError,
+        r"`exclude`.*Received: exclude=5", id="DWD-exclude-int",
+    ),
+    pytest.param(
+        lambda m: DecoupledWeightDecay(
+            keras.optimizers.SGD(learning_rate=0.1, weight_decay=0.01), 1e-4
+        ),
+        ValueError, r"(?s)weight_decay.*0.01", id="DWD-inner-already-decays",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.normalized_weight_decay(-0.05, 128, 50000, 10), ValueError,
+        r"`lambda_norm`.*Received: lambda_norm=-0.05", id="normalized_wd-negative",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.normalized_weight_decay(0.05, 0, 50000, 10), ValueError,
+        r"`batch_size`.*Received: batch_size=0", id="normalized_wd-batch-zero",
+    ),
+    # --- dropout ------------------------------------------------------------------
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], rate=1.0, after=Dense), ValueError,
+        r"`rate`.*Received: rate=1.0", id="insert_dropout-rate-one",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], rate=-0.1, after=Dense), ValueError,
+        r"`rate`.*Received: rate=-0.1", id="insert_dropout-rate-negative",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], rate="half", after=Dense), TypeError,
+        r"`rate`.*Received: rate='half'", id="insert_dropout-rate-str",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], after={Dense: 1.5}), ValueError,
+        r"`after\[Dense\]`.*Received: after\[Dense\]=1.5",
+        id="insert_dropout-mapping-rate-above-1",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], policy="resnet"), ValueError,
+        r"`policy`.*Received: policy='resnet'", id="insert_dropout-unknown-policy",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], after="conv*"), ValueError,
+        r"(?s)'conv\*'.*dense_a", id="insert_dropout-no-match",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"], after=Dense, policy="dense"),
+        ValueError, r"(?s)`after`.*`policy`|`policy`.*`after`", id="insert_dropout-both",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout(m["seq"]), ValueError,
+        r"(?s)`after`.*`policy`|`policy`.*`after`", id="insert_dropout-neither",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.insert_dropout("net", after=Dense), TypeError,
+        r"`model`.*Received: model='net'", id="insert_dropout-not-model",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.dropout_plan(m["seq"], rate=NAN, after=Dense), ValueError,
+        r"`rate`.*Received: rate=nan", id="dropout_plan-rate-nan",
+    ),
+    pytest.param(
+        lambda m: keras_regkit.remove_dropout(None), TypeError,
+        r"`model`.*Received: model=None", id="remove_dropout-None",
+    ),
+]
+
+
+def test_table_is_large_and_distinct():
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)) >= 30
+
+
+@pytest.mark.parametrize(("call", "error", "pattern"), CASES)
+def test_bad_input_is_refused(call, error, pattern):
+    models = _models()
+    with pytest.raises(Exception) as info:
+        call(models)
+    # Exact type (not a subclass, not the other of ValueError/TypeError).
+    assert type(info.value) is error, (
+        f"expected {error.__name__}, got {type(info.value).__name__}: {info.value}"
+    )
+    assert re.search(pattern, str(info.value)), (
+        f"message does not match {pattern!r}:\n{info.value}"
+    )
+
+
+def test_subclassed_model_is_refused_by_insert_dropout():
+    """No layer graph to rewrite: a clear error that says what to do instead."""
+    sub = _models()["sub"]
+    with pytest.raises((TypeError, ValueError)) as info:
+        keras_regkit.insert_dropout(sub, after=Dense)
+    assert re.search(r"(?i)subclass", str(info.value)), str(info.value)
+    assert "sub" in str(info.value)
+
+
+# --- nothing half-changed --------------------------------------------------------
+
+
+def _snapshot(model):
+    """Everything a failed call could have touched: configs, attached objects, values."""
+    layers = [model] + list(iter_layers(model))
+    configs = [
+        json.dumps(
+            keras.saving.serialize_keras_object(layer), sort_keys=True, default=repr
+        )
+        for layer in layers
+    ]
+    attributes = [
+        tuple(
+            id(getattr(layer, name, None))
+            for name in (
+                "kernel_regularizer", "bias_regularizer",
+                "kernel_constraint", "bias_constraint",
+            )
+        )
+        for layer in layers
+    ]
+    variables = [
+        (v.path, id(getattr(v, "regularizer", None)), id(getattr(v, "constraint", None)))
+        for v in model.weights
+    ]
+    values = [np.array(v) for v in model.weights]
+    return configs, attributes, variables, values, [len(model.losses)]
+
+
+def _assert_same(before, after):
+    for got, want in zip(after[:3], before[:3]):
+        assert got == want
+    for got, want in zip(after[3], before[3]):
+        np.testing.assert_array_equal(got, want)
+    assert after[4] == before[4]
+
+
+FAILING_RULES = [
+    pytest.param(
+        keras_regkit.regularize, [("dense_a", L2(0.5)), ("conv*", L2())], {},
+        ValueError, id="regularize-second-rule-matches-nothing",
+    ),
+    pytest.param(
+        keras_regkit.regularize, [("dense_a", L2(0.5)), ("dense_b", "l2")], {},
+        TypeError, id="regularize-second-value-not-regularizer",
+    ),
+    pytest.param(
+        keras_regkit.regularize, [(Dense, L2(0.5)), ("dense_b", _NotScalar())], {},
+        ValueError, id="regularize-second-regularizer-broken",
+    ),
+    pytest.param(
+        keras_regkit.regularize, [("dense_a", None), ("logits", GroupLasso(0.1))],
+        {"target": ["kernel", "gamma"]}, ValueError,
+        id="regularize-second-target-missing",
+    ),
+    pytest.param(
+        keras_regkit.constrain, [("dense_a", MaxNorm(0.1)), ("dense_b", MaxNorm(1.0, axis=4))],
+        {}, ValueError, id="constrain-second-axis-out-of-rank",
+    ),
+    pytest.param(
+        keras_regkit.constrain, [(Dense, None), ("logits", L1(0.1))], {},
+        TypeError, id="constrain-second-value-not-constraint",
+    ),
+]
+
+
+@pytest.mark.parametrize(("function", "rules", "kwargs", "error"), FAILING_RULES)
+def test_failed_rules_change_nothing(function, rules, kwargs, error):
+    """The first rule is valid and would change the model; the second fails."""
+    model = _models()["seq"]
+    # A model with some state already: one regularizer and one constraint.
+    keras_regkit.regularize(model, {"dense_b": L1(0.25)})
+    keras_regkit.constrain(model, {"logits": MaxNorm(2.0)})
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((2, 4), "float32")
+    y = np.zeros((2, 2), "float32")
+    model.train_on_batch(x, y)
+    before = _snapshot(model)
+    with pytest.raises(error):
+        function(model, rules, **kwargs)
+    _assert_same(before, _snapshot(model))
+    # Still trains with the old penalty: one regularizer in the losses.
+    model.train_on_batch(x, y)
+    assert len(model.losses) == 1
+    assert model.get_layer("dense_b").kernel.regularizer.l1 == 0.25
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"rate": 1.0, "after": Dense}, id="rate-one"),
+        pytest.param({"after": {"dense_a": 0.2, "conv*": 0.3}}, id="second-selector-no-match"),
+        pytest.param({"after": {"dense_a": 0.2, "dense_b": 2.0}}, id="second-rate-bad"),
+        pytest.param({"policy": "nope"}, id="unknown-policy"),
+    ],
+)
+def test_failed_insert_dropout_leaves_model_alone(kwargs):
+    model = _models()["seq"]
+    before = _snapshot(model)
+    layer_ids = [id(layer) for layer in model.layers]
+    with pytest.raises((ValueError, TypeError)):
+        keras_regkit.insert_dropout(model, **kwargs)
+    _assert_same(before, _snapshot(model))
+    assert [id(layer) for layer in model.layers] == layer_ids
+
+
+def test_failed_optimizer_wrapper_leaves_inner_alone():
+    inner = keras.optimizers.Adam(learning_rate=1e-3)
+    config = inner.get_config()
+    for bad in ({"weight_decay": -1.0}, {"weight_decay": 1e-4, "decay_scaling": "x"}):
+        with pytest.raises(ValueError):
+            DecoupledWeightDecay(inner, **bad)
+    assert inner.get_config() == config
+    assert not inner.built
+    # And the same inner optimizer is still accepted afterwards.
+    DecoupledWeightDecay(inner, weight_decay=1e-4)
+
+
+def test_nan_and_inf_are_refused_for_every_coefficient():
+    """The same finite-number check everywhere a coefficient is taken."""
+    makers = {
+        "l1": lambda v: L1(v),
+        "l2": lambda v: L2(v),
+        "factor": lambda v: GroupLasso(v),
+        "max_value": lambda v: MaxNorm(v),
+        "weight_decay": lambda v: DecoupledWeightDecay(_sgd(), v),
+    }
+    for name, make in makers.items():
+        for value in (NAN, INF, -INF):
+            with pytest.raises(ValueError, match=rf"`{name}`.*Received: {name}="):
+                make(value)
