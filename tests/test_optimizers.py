@@ -547,7 +547,8 @@ def test_a_skipped_non_finite_step_does_not_decay(where):
 def test_mirrored_strategy_gives_the_weights_of_one_device():
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     one_device, _ = _fit(_full_featured())
     with strategy.scope():
         model = _mlp()

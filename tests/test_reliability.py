@@ -553,7 +553,8 @@ def test_mirrored_strategy_matches_one_device(single_device_weights):
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "conftest should split the CPU into 2 logical devices"
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    strategy = tf.distribute.MirroredStrategy(
+        devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())
     assert strategy.num_replicas_in_sync == 2
     x, y = _scaleout_data()
     for case in SCALEOUT_CASES:
