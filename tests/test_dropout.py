@@ -137,7 +137,7 @@ def test_plain_dropout_after_convolution_warns_and_spatial_does_not():
         new = keras_regkit.insert_dropout(model, 0.1, after="conv2d")
     assert classes_and_rates(new)[1] == ("Dropout", 0.1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         new = keras_regkit.insert_dropout(model, 0.1, after=L.Conv2D, spatial=True)
         # policy="vgg" puts plain dropout after pooling only: no warning.
         keras_regkit.insert_dropout(model, policy="vgg")
@@ -180,7 +180,7 @@ def test_spatial_dropout_channels_first():
     h = L.Conv1D(4, 3, data_format="channels_first", name="c")(inputs)
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(h)))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # not the plain-dropout warning
+        warnings.simplefilter("error", UserWarning)  # not the plain-dropout warning
         new = keras_regkit.insert_dropout(model, 0.5, after="c", spatial=True)
     layer = new.get_layer("c_dropout")
     assert type(layer) is L.Dropout and layer.noise_shape == (None, None, 1)
