@@ -1,0 +1,166 @@
+"""Training-step time of keras_regkit against plain Keras, side by side.
+
+Each pair trains the VGG-like CIFAR-10 network (Conv32-Conv32-Pool-Conv64-
+Conv64-Pool-Dense256-Dense10) on the same batches. The two arms are timed
+interleaved (A B A B ...) in one process, and the table reports the median of
+the per-round ratios ours / Keras, so machine noise hits both arms alike.
+
+Pairs:
+  l2         keras_regkit.L2(1e-4)  vs keras.regularizers.L2(1e-4) on every kernel
+  decay      DecoupledWeightDecay(Adam, 1e-4)          vs keras.optimizers.AdamW
+  decay+l1   DecoupledWeightDecay(Adam, 1e-4, l1=1e-5) vs keras.optimizers.AdamW
+
+Usage:
+    python benchmarks/step_time.py [--rounds 15] [--steps 20] [--batch-size 128]
+
+Input batches are random tensors of CIFAR-10's shape: step time does not
+depend on pixel values, and this keeps the benchmark free of the data set.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_regkit  # noqa: E402
+
+
+def vgg_like(kernel_regularizer=None):
+    """The benchmark network; `kernel_regularizer` is a factory or None."""
+
+    def reg():
+        return kernel_regularizer() if kernel_regularizer else None
+
+    layers = [keras.Input((32, 32, 3))]
+    for filters in (32, 32, None, 64, 64, None):
+        if filters is None:
+            layers.append(keras.layers.MaxPooling2D())
+        else:
+            layers.append(
+                keras.layers.Conv2D(
+                    filters, 3, padding="same", activation="relu",
+                    kernel_regularizer=reg(),
+                )
+            )
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, activation="relu", kernel_regularizer=reg()),
+        keras.layers.Dense(10, activation="softmax", kernel_regularizer=reg()),
+    ]
+    return keras.Sequential(layers)
+
+
+PAIRS = {
+    "l2": (
+        "keras_regkit.L2 / keras.regularizers.L2 (Adam)",
+        lambda: (vgg_like(lambda: keras_regkit.L2(1e-4)), keras.optimizers.Adam(1e-3)),
+        lambda: (vgg_like(lambda: keras.regularizers.L2(1e-4)), keras.optimizers.Adam(1e-3)),
+    ),
+    "decay": (
+        "DecoupledWeightDecay(Adam) / keras.optimizers.AdamW",
+        lambda: (
+            vgg_like(),
+            keras_regkit.DecoupledWeightDecay(keras.optimizers.Adam(1e-3), weight_decay=1e-4),
+        ),
+        lambda: (vgg_like(), keras.optimizers.AdamW(1e-3, weight_decay=1e-4)),
+    ),
+    "decay+l1": (
+        "DecoupledWeightDecay(Adam, l1>0) / keras.optimizers.AdamW",
+        lambda: (
+            vgg_like(),
+            keras_regkit.DecoupledWeightDecay(
+                keras.optimizers.Adam(1e-3), weight_decay=1e-4, l1=1e-5
+            ),
+        ),
+        lambda: (vgg_like(), keras.optimizers.AdamW(1e-3, weight_decay=1e-4)),
+    ),
+}
+
+
+def _trainer(factory, x, y, jit_compile):
+    keras.utils.set_random_seed(0)
+    model, optimizer = factory()
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        jit_compile=jit_compile,
+    )
+    model.train_on_batch(x, y)  # trace and build outside the timing
+
+    def run(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def measure(pair, rounds, steps, batch_size, jit_compile):
+    _, ours_factory, keras_factory = PAIRS[pair]
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, size=(batch_size,))
+    ours = _trainer(ours_factory, x, y, jit_compile)
+    theirs = _trainer(keras_factory, x, y, jit_compile)
+    ours(2), theirs(2)  # warm caches
+    ratios, ours_times, keras_times = [], [], []
+    for i in range(rounds):
+        # Alternate who goes first so drift does not favour one arm.
+        if i % 2:
+            b, a = theirs(steps), ours(steps)
+        else:
+            a, b = ours(steps), theirs(steps)
+        ours_times.append(a)
+        keras_times.append(b)
+        ratios.append(a / b)
+    return {
+        "ratio": statistics.median(ratios),
+        "ours_ms": 1000 * statistics.median(ours_times),
+        "keras_ms": 1000 * statistics.median(keras_times),
+        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    args = parser.parse_args(argv)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+
+    import tensorflow as tf
+
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    print(
+        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, devices {devices}; "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
+    )
+    print(
+        f"# rounds={args.rounds} steps/round={args.steps} "
+        f"batch={args.batch_size} jit_compile={args.jit_compile}"
+    )
+    print("| comparison | ours ms/step | Keras ms/step | median ratio | IQR of ratio |")
+    print("|---|---|---|---|---|")
+    for pair in args.pairs:
+        result = measure(pair, args.rounds, args.steps, args.batch_size, jit)
+        low, high = result["ratio_iqr"]
+        print(
+            f"| {PAIRS[pair][0]} | {result['ours_ms']:.1f} | {result['keras_ms']:.1f} "
+            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
