@@ -193,6 +193,12 @@ def test_each_variant_builds_compiles_and_trains(name):
             assert penalty.l2 == pytest.approx(variant.weight_decay)
         else:
             assert penalty is None
+    fc_penalty = model.get_layer("fc").kernel_regularizer
+    if variant.regularize_dense and variant.weight_decay:
+        assert fc_penalty.get_config() == pytest.approx(convs[0].kernel_regularizer.get_config())
+    else:
+        assert fc_penalty is None
+    assert model.get_layer("predictions").kernel_regularizer is None
     for layer in convs + denses:
         if variant.max_norm:
             assert layer.kernel_constraint.max_value == pytest.approx(3.0)
@@ -223,7 +229,8 @@ def test_each_variant_builds_compiles_and_trains(name):
 def test_named_variants_match_their_descriptions():
     v = cifar10.VARIANTS
     assert v["none"].weight_decay == 0 and not v["none"].dropout
-    assert v["l2"].weight_decay == pytest.approx(1e-4) and not v["l2"].dropout
+    assert v["l2"].weight_decay == pytest.approx(1e-3) and not v["l2"].dropout
+    assert v["l2"].regularize_dense and not v["l2+dropout"].regularize_dense
     assert v["dropout"].dropout and v["dropout"].weight_decay == 0
     assert v["l2+dropout"].weight_decay == pytest.approx(1e-4) and v["l2+dropout"].dropout
     assert v["maxnorm+dropout"].max_norm == 3.0 and v["maxnorm+dropout"].dropout

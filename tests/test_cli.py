@@ -115,6 +115,15 @@ def test_train_and_compare_end_to_end(tmp_path, capsys):
         assert cells[4] == f"{metrics['gap']:+.4f}"
         assert cells[6] == str(metrics["epochs"])
     _check_png(plot)
+    # `compare runs/* --plot runs/compare.png` twice: the second glob also
+    # matches the first plot, which is skipped, not read as a run.
+    in_runs = run_a.parent / "compare.png"
+    for _ in range(2):
+        glob = sorted(str(path) for path in run_a.parent.glob("*"))
+        assert cli.main(["compare", *glob, "--plot", str(in_runs)]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 4  # header, 2 runs, curves
+    assert str(in_runs) in glob
+    _check_png(in_runs)
 
 
 @pytest.mark.tensorflow_only
