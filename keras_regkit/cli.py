@@ -154,13 +154,7 @@ def _run_compare(args):
             )
         if os.path.isdir(args.plot):
             raise OutputDirError(f"Cannot write --plot {args.plot!r}: it is a folder.")
-    runs = args.runs
-    if args.plot is not None:
-        # `compare runs/* --plot runs/compare.png` a second time: the glob
-        # also matches the earlier plot, which is not a run to compare.
-        plot_path = os.path.abspath(args.plot)
-        runs = [run for run in runs if os.path.abspath(run) != plot_path] or runs
-    _report.compare_runs(runs, plot=args.plot)
+    _report.compare_runs(args.runs, plot=args.plot)
     if args.plot is not None:
         print(f"curves: {args.plot}")
     return 0

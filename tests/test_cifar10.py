@@ -195,6 +195,7 @@ def test_each_variant_builds_compiles_and_trains(name):
             assert penalty is None
     fc_penalty = model.get_layer("fc").kernel_regularizer
     if variant.regularize_dense and variant.weight_decay:
+        assert type(fc_penalty) is type(convs[0].kernel_regularizer)
         assert fc_penalty.get_config() == pytest.approx(convs[0].kernel_regularizer.get_config())
     else:
         assert fc_penalty is None

@@ -176,7 +176,9 @@ def compare_runs(directories, *, plot=None, print_fn=print):
     """Prints the table of the run folders `directories` and optionally plots them.
 
     Args:
-        directories: Run folders written by `train`.
+        directories: Run folders written by `train`. The `plot` path itself
+            is skipped if it is among them, so that a glob such as `runs/*`
+            may match an earlier `runs/compare.png`.
         plot: Path of a PNG to draw all runs' curves into, or `None`.
         print_fn: Where the table goes.
 
@@ -187,6 +189,9 @@ def compare_runs(directories, *, plot=None, print_fn=print):
         RunFolderError: if no folder is given or one is not a finished run.
     """
     directories = list(directories)
+    if plot is not None:
+        plot_path = os.path.abspath(os.fspath(plot))
+        directories = [d for d in directories if os.path.abspath(os.fspath(d)) != plot_path]
     if not directories:
         raise RunFolderError("No run folder given to compare.")
     runs = [load_run(directory) for directory in directories]
