@@ -11,6 +11,7 @@ from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import reports
 from keras_regkit import rules
+from keras_regkit import saving
 from keras_regkit.constraints import MaxNorm
 from keras_regkit.dropout import dropout_plan
 from keras_regkit.dropout import insert_dropout
@@ -26,6 +27,9 @@ from keras_regkit.regularizers import GroupLasso
 from keras_regkit.regularizers import apply_elastic_net_correction
 from keras_regkit.rules import constrain
 from keras_regkit.rules import regularize
+from keras_regkit.saving import RulesNeedRestoreWarning
+from keras_regkit.saving import load_model
+from keras_regkit.saving import restore_rules
 from keras_regkit.reports import sparsity
 from keras_regkit.reports import summary
 
@@ -40,19 +44,23 @@ __all__ = [
     "ElasticNetCorrection",
     "GroupLasso",
     "MaxNorm",
+    "RulesNeedRestoreWarning",
     "apply_elastic_net_correction",
     "constrain",
     "constraints",
     "dropout",
     "dropout_plan",
     "insert_dropout",
+    "load_model",
     "normalized_weight_decay",
     "optimizers",
     "regularize",
     "regularizers",
     "remove_dropout",
     "reports",
+    "restore_rules",
     "rules",
+    "saving",
     "sparsity",
     "summary",
 ]

@@ -1,8 +1,10 @@
 """Reading and rebuilding the layer graph of Sequential and functional models.
 
-Used by `keras_regkit.dropout`. Keras keeps the graph on
+Used by `keras_regkit.dropout` and `keras_regkit.residual`. Keras keeps the graph on
 `KerasTensor._keras_history` and `Layer._inbound_nodes` (what
-`keras.models.clone_model` walks too); this module only reads them.
+`keras.models.clone_model` walks too); this module only reads them. It also
+finds the layers hidden inside composite layers (`hidden_layers`), which no
+rebuild of the graph can reach.
 """
 
 import collections
@@ -54,6 +56,7 @@ class _Level:
             nodes[key] = (op, [parent[0] for parent in parents])
             first_outputs.setdefault(id(op), node.output_tensors)
         self.consumers = consumers
+        self.nodes = nodes  # (id(op), node index) -> (op, parent node keys)
         self.output_tensors = first_outputs
         self.output_reasons = self._output_reasons(nodes, [o[0] for o in outputs])
 
@@ -76,7 +79,7 @@ class _Level:
             reasons.setdefault(id(op), "reaches a model output only through weightless "
                                + " -> ".join(repr(name) for name in chain)
                                if chain else "produces a model output")
-            if not op.weights and len(parents) == 1:
+            if not getattr(op, "weights", None) and len(parents) == 1:  # ops have none
                 queue.append((parents[0], (op.name,) + chain))
         return reasons
 
@@ -118,23 +121,76 @@ def levels(model):
     return levels
 
 
-def rebuild_model(levels, insertions, remove):
-    """Copies the model of `levels` with `insertions`, or dropout `remove`d."""
+# A layer inside a composite (non-graph) layer of the graph, which a rebuild
+# cannot reach: `owner` is the graph's layer that holds it, `path` is
+# `owner_path/.../name` along the attributes that hold it.
+Hidden = collections.namedtuple("Hidden", ["path", "layer", "owner_path", "owner"])
+
+def hidden_layers(levels):
+    """The layers that the graph's composite layers hold, depth first.
+
+    A composite layer (a subclassed layer or model, `MultiHeadAttention`, a
+    KerasHub `TransformerEncoder`, a wrapper such as `TimeDistributed`) calls
+    its sub-layers from its own `call()`, so they are not in any layer graph
+    and `rebuild_model` copies the composite as one layer from its config.
+    Its sub-layers are found by `_selectors.sub_layers`, recursively. Layers of the graph themselves (even if a composite also
+    holds them) are not hidden. Returns a list of `Hidden`.
+    """
+    seen = {id(layer) for level in levels for layer in level.model.layers}
+    seen.update(id(level.model) for level in levels)
+    hidden = []
+    for level in levels:
+        for owner in level.layers:
+            if is_graph_model(owner):
+                continue  # a level of its own: its layers are reachable
+            owner_path = level.path(owner)
+            for path, layer in _owned_layers(owner, owner_path, seen):
+                hidden.append(Hidden(path, layer, owner_path, owner))
+    return hidden
+
+
+def _owned_layers(layer, path, seen):
+    """Yields `(path, sub_layer)` for the layers `layer` holds, recursively."""
+    for sub in _selectors.sub_layers(layer):
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        sub_path = f"{path}/{sub.name}"
+        yield sub_path, sub
+        yield from _owned_layers(sub, sub_path, seen)
+
+
+def rebuild_model(levels, insertions, remove, *, before=None):
+    """Copies the model of `levels` with `insertions`, or dropout `remove`d.
+
+    `insertions` maps `id(layer)` to a spec (`layer_class`, `rate`, `kwargs`,
+    optionally `name`) of a layer put after each call of that layer. `before`
+    maps `id(layer)` to `{position: spec}`: a layer put on the `position`-th
+    tensor input of each call (a residual merge's branch). `remove` is a bool
+    (take the dropout layers out) or a callable `layer -> bool` picking the
+    one-input layers to take out.
+    """
+    if callable(remove):
+        removed = remove
+    else:
+        removed = lambda layer: bool(remove) and isinstance(layer, DROPOUT_LAYERS)  # noqa: E731
+    before = before or {}
     model = levels[0].model
     used = {layer.name for level in levels for layer in level.model.layers}
     used.add(model.name)
     copies, originals = {}, {}  # id(original) -> copy, id(copy) -> original
 
     def new_dropout(layer, spec):
-        base, suffix = f"{layer.name}_dropout", 0
+        base, suffix = getattr(spec, "name", None) or f"{layer.name}_dropout", 0
         name = base
         while name in used:
             suffix += 1
             name = f"{base}_{suffix}"
         used.add(name)
-        # The layer's dtype policy: no cast of, say, mixed-precision outputs.
-        return spec.layer_class(spec.rate, name=name, dtype=layer.dtype_policy,
-                                **spec.kwargs)
+        # The layer's dtype policy: no cast of, say, mixed-precision outputs
+        # (a spec's own `dtype` wins: an operation such as `x + y` has none).
+        kwargs = {"dtype": getattr(layer, "dtype_policy", None), **spec.kwargs}
+        return spec.layer_class(spec.rate, name=name, **kwargs)
 
     def copy(layer):
         if id(layer) in copies:
@@ -154,8 +210,12 @@ def rebuild_model(levels, insertions, remove):
 
     def call(new_layer, *args, **kwargs):
         layer = originals[id(new_layer)]
-        if remove and isinstance(layer, DROPOUT_LAYERS):
+        if removed(layer):
             return args[0] if args else kwargs["inputs"]
+        if id(layer) in before:
+            args, kwargs = _insert_before(
+                args, kwargs, {position: new_dropout(layer, spec)
+                               for position, spec in before[id(layer)].items()})
         outputs = new_layer(*args, **kwargs)
         spec = insertions.get(id(layer))
         if spec is not None:
@@ -169,7 +229,7 @@ def rebuild_model(levels, insertions, remove):
                 sub, clone_function=copy, call_function=call)
         stack = []
         for layer in sub.layers:
-            if remove and isinstance(layer, DROPOUT_LAYERS):
+            if removed(layer):
                 continue
             stack.append(copy(layer))
             if id(layer) in insertions:
@@ -188,10 +248,22 @@ def rebuild_model(levels, insertions, remove):
     for level in levels:  # outermost first: a model's flag resets its layers'
         copies[id(level.model)].trainable = level.model.trainable
         for layer in level.layers:
-            if remove and isinstance(layer, DROPOUT_LAYERS):
+            if removed(layer):
                 continue
             new = copies[id(layer)]
             if not is_graph_model(layer):
                 new.trainable = layer.trainable
                 new.set_weights(layer.get_weights())
     return new_model
+
+
+def _insert_before(args, kwargs, new_layers):
+    """Applies `new_layers[position]` to the `position`-th tensor of a call's inputs."""
+    flat = keras.tree.flatten((args, kwargs))
+    position = 0
+    for index, item in enumerate(flat):
+        if isinstance(item, keras.KerasTensor):
+            if position in new_layers:
+                flat[index] = new_layers[position](item)
+            position += 1
+    return keras.tree.pack_sequence_as((args, kwargs), flat)

@@ -14,6 +14,10 @@ import warnings
 import keras
 from keras import ops
 
+from keras_regkit import _units
+from keras_regkit.constraints import MaxNorm
+from keras_regkit.regularizers import GroupLasso
+
 
 # --- which variables decay -------------------------------------------------------------
 
@@ -61,20 +65,48 @@ def _pattern_forms(pattern):
     return forms
 
 
+# The last part of `variable.path` for normalization parameters: `gamma`/`beta`
+# of Keras's LayerNormalization, BatchNormalization and GroupNormalization,
+# `scale` of its RMSNormalization and of KerasHub's RMS/layer norms, `offset`
+# (TensorFlow's name for the shift).
+NORMALIZATION_NAMES = ("gamma", "beta", "scale", "offset")
+
+
+def variable_name(variable):
+    """The last part of the variable's path, without a `:0` suffix, lower-cased."""
+    return variable_path(variable).rsplit("/", 1)[-1].split(":", 1)[0].lower()
+
+
+def decays_by_default(variable):
+    """Whether the default mask (no `include`) selects `variable`.
+
+    By its role, read from its name (the last part of `variable.path`), with
+    its rank as the fallback: never a bias (named `bias` or `*_bias`, such as
+    `MultiHeadAttention`'s 2-D `query/bias` or `output_bias`), never a
+    normalization parameter (`gamma`, `beta`, `scale`, `offset`), never a
+    variable with `ndim <= 1` (any other scalar or vector); every other
+    variable, so kernels and embeddings, decays.
+    """
+    name = variable_name(variable)
+    if name == "bias" or name.endswith("_bias") or name in NORMALIZATION_NAMES:
+        return False
+    return len(variable.shape) >= 2
+
+
 def decay_mask(variables, include, exclude):
     """Returns one bool per variable: does it decay (and get the proximal step)?
 
-    Without `include`, every variable with `ndim >= 2` decays (kernels and
-    embeddings; not biases or normalization scales/offsets). With `include`,
-    exactly the variables whose path matches one of its glob patterns. A match
-    of `exclude` always wins. Variables Keras overwrites with their gradient
-    (float8 scaling factors) never decay.
+    Without `include`, the variables `decays_by_default` selects (kernels and
+    embeddings; not biases, normalization parameters or other 0-D/1-D
+    variables). With `include`, exactly the variables whose path matches one
+    of its glob patterns. A match of `exclude` always wins. Variables Keras
+    overwrites with their gradient (float8 scaling factors) never decay.
     """
     mask = []
     for variable in variables:
         path = variable_path(variable)
         if include is None:
-            selected = len(variable.shape) >= 2
+            selected = decays_by_default(variable)
         else:
             selected = _matches(path, include)
         if _matches(path, exclude) or getattr(variable, "overwrite_with_gradient", False):
@@ -155,17 +187,19 @@ def soft_threshold(value, threshold):
     return ops.subtract(value, ops.clip(value, -threshold, threshold))
 
 
-def group_soft_threshold(value, threshold):
-    """`w_j * max(0, 1 - t / ||w_j||)` for each fan-in vector `w_j = w[..., j]`.
+def group_soft_threshold(value, threshold, axes=None):
+    """`w_j * max(0, 1 - t / ||w_j||)` for each unit vector `w_j`.
 
-    A unit with `||w_j|| <= t` becomes exactly zero; `||w_j|| = 0` is safe.
-    For a 0-D or 1-D variable each entry is its own group.
+    A unit spans `axes` (default: all but the last, `w_j = w[..., j]`). A unit
+    with `||w_j|| <= t` becomes exactly zero; `||w_j|| = 0` is safe. For a
+    0-D or 1-D variable (or `axes=[]`) each entry is its own group.
     """
-    if len(value.shape) <= 1:
+    if axes is None:
+        axes = list(range(len(value.shape) - 1))
+    if not axes:
         norm = ops.absolute(value)
     else:
-        axes = tuple(range(len(value.shape) - 1))
-        norm = ops.sqrt(ops.sum(ops.square(value), axis=axes, keepdims=True))
+        norm = ops.sqrt(ops.sum(ops.square(value), axis=tuple(axes), keepdims=True))
     # `norm <= t` gives exactly 0, also when `||w_j||^2` underflows to 0 for a
     # tiny non-zero `w_j`; `t = 0` (a step that does not update) leaves `w`.
     above = norm > threshold
@@ -175,13 +209,28 @@ def group_soft_threshold(value, threshold):
     return ops.multiply(value, scale)
 
 
-def proximal(variable, l1_threshold, group_threshold, constraint=None):
+def unit_axes_of(variable):
+    """The unit of `variable` for the group prox: the explicit `axis` of its
+    `GroupLasso` regularizer or `MaxNorm` constraint (`regularize`/`constrain`
+    set it from the layer, see `keras_regkit._units`), else `None` (all axes
+    but the last). The optimizer sees variables, not layers.
+    """
+    rank = len(variable.shape)
+    for rule in (getattr(variable, "regularizer", None), getattr(variable, "constraint", None)):
+        axis = getattr(rule, "axis", "auto")
+        if isinstance(rule, (GroupLasso, MaxNorm)) and axis != "auto" and rank >= 1:
+            return _units.reduction_axes(axis, rank)
+    return None
+
+
+def proximal(variable, l1_threshold, group_threshold, constraint=None, group_axes=None):
     """Applies the soft thresholds that are not `None`, then `constraint`."""
     value = ops.convert_to_tensor(variable)
     if l1_threshold is not None:
         value = soft_threshold(value, ops.cast(l1_threshold, value.dtype))
     if group_threshold is not None:
-        value = group_soft_threshold(value, ops.cast(group_threshold, value.dtype))
+        value = group_soft_threshold(
+            value, ops.cast(group_threshold, value.dtype), group_axes)
     if constraint is not None:
         value = constraint(value)
     variable.assign(value)
@@ -196,7 +245,7 @@ def decay_update(reference=None):
     return fn
 
 
-def proximal_update(use_l1, use_group, constraint=None):
+def proximal_update(use_l1, use_group, constraint=None, group_axes=None):
     """`fn(variable, *thresholds)` for `update_variables`: the proximal step.
 
     `thresholds` holds the L1 threshold if `use_l1`, then the group one if
@@ -207,7 +256,7 @@ def proximal_update(use_l1, use_group, constraint=None):
         thresholds = list(thresholds)
         l1_threshold = thresholds.pop(0) if use_l1 else None
         group_threshold = thresholds.pop(0) if use_group else None
-        proximal(variable, l1_threshold, group_threshold, constraint)
+        proximal(variable, l1_threshold, group_threshold, constraint, group_axes)
 
     return fn
 

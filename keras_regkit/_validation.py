@@ -77,6 +77,33 @@ def one_of(value, name, choices):
     return value
 
 
+def axis(value, name="axis"):
+    """Returns `"auto"`, an int, or a non-empty list of distinct ints.
+
+    The `axis` of `MaxNorm` and `GroupLasso`: the axes that form one unit
+    vector. Tuples become lists, so configs round-trip through JSON.
+    """
+    if isinstance(value, str):
+        return one_of(value, name, ("auto",))
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        if items and all(
+            isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in items
+        ):
+            items = [int(a) for a in items]
+            if len(set(items)) == len(items):
+                return items
+            raise ValueError(
+                f"`{name}` must not repeat an axis. {_received(name, value)}"
+            )
+    raise TypeError(
+        f'`{name}` must be "auto", an int, or a non-empty list of ints. '
+        f"{_received(name, value)} of type {type(value).__name__}"
+    )
+
+
 def patterns(value, name):
     """Returns glob patterns as a list of strings (`None` -> `[]`).
 
@@ -100,3 +127,15 @@ def patterns(value, name):
                 f"{_received(name, value)}"
             )
     return items
+
+
+def seed(value, name="seed"):
+    """Returns `value` as an int or `None` (a random seed), refusing bools."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an int or None. {_received(name, value)} "
+            f"of type {type(value).__name__}"
+        )
+    return int(value)

@@ -1,34 +1,10 @@
 """Weight constraints: exact max-norm projection."""
 
-import numbers
-
 import keras
 from keras import ops
 
+from keras_regkit import _units
 from keras_regkit import _validation
-
-
-def _axis(value):
-    """`"auto"`, an int, or a non-empty list of distinct ints (tuples -> lists)."""
-    if isinstance(value, str):
-        return _validation.one_of(value, "axis", ("auto",))
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-        if items and all(
-            isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in items
-        ):
-            items = [int(a) for a in items]
-            if len(set(items)) == len(items):
-                return items
-            raise ValueError(
-                f"`axis` must not repeat an axis. Received: axis={value!r}"
-            )
-    raise TypeError(
-        '`axis` must be "auto", an int, or a non-empty list of ints. '
-        f"Received: axis={value!r} of type {type(value).__name__}"
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -49,17 +25,30 @@ class MaxNorm(keras.constraints.Constraint):
 
     `axis="auto"` reduces over all axes but the last, which is the fan-in
     of one output unit for `Dense` and `Conv1D/2D/3D` kernels (channels
-    last or first: Keras stores kernels with the output channels last). For
-    a 1-D variable it bounds each element (`|w| <= max_value`). Transposed
-    convolutions keep output channels in the second-to-last axis: pass
-    `axis` explicitly there.
+    last or first: Keras stores kernels with the output channels last), a
+    `SeparableConv*D` pointwise kernel, and (one column, i.e. one embedding
+    dimension over the vocabulary) an `Embedding` matrix. For a 1-D
+    variable it bounds each element (`|w| <= max_value`).
+
+    Other layers lay their kernels out differently: a transposed
+    convolution `(..., out, in)` keeps output channels in the second-to-last
+    axis, a depthwise kernel `(..., in, multiplier)` has one filter per
+    (channel, multiplier) pair, an `EinsumDense` kernel's output axes follow
+    its `equation`. Attached with `keras_regkit.constrain(model, ...)`, an
+    `axis="auto"` constraint gets the right unit for such layers
+    automatically (the variable's constraint is a copy with that explicit
+    `axis`). A bare `MaxNorm()` passed to a layer constructor
+    (`kernel_constraint=...`) does not see the layer and keeps the rule
+    above: pass `axis` explicitly there (`[0, 1, 3]` for a
+    `Conv2DTranspose`, `[0, 1]` for a `DepthwiseConv2D`).
 
     Args:
         max_value: Positive float, the radius `c` of the ball. Defaults to
             `3.0`.
         axis: `"auto"` (default), an int, or a list of ints: the axes that
-            form one vector. Negative values count from the end. An axis out
-            of range for the weight raises `ValueError` when applied.
+            form one vector (reduced over). Negative values count from the
+            end. An axis out of range for the weight raises `ValueError`
+            when applied.
 
     Example:
 
@@ -75,23 +64,11 @@ class MaxNorm(keras.constraints.Constraint):
 
     def __init__(self, max_value=3.0, axis="auto"):
         self.max_value = _validation.positive(max_value, "max_value")
-        self.axis = _axis(axis)
-
-    def _axes(self, rank):
-        if self.axis == "auto":
-            return list(range(rank - 1))
-        axes = self.axis if isinstance(self.axis, list) else [self.axis]
-        for a in axes:
-            if not -rank <= a < rank:
-                raise ValueError(
-                    f"`axis` is out of range for a weight of rank {rank}. "
-                    f"Received: axis={self.axis!r}"
-                )
-        return [a % rank for a in axes]
+        self.axis = _validation.axis(axis)
 
     def __call__(self, w):
         w = ops.convert_to_tensor(w)
-        axes = self._axes(len(w.shape))
+        axes = _units.reduction_axes(self.axis, len(w.shape))
         squares = ops.square(w)
         if axes:
             squares = ops.sum(squares, axis=axes, keepdims=True)

@@ -12,9 +12,15 @@ from its config and then given the original's weights, so the original stays
 usable and unchanged, and in inference mode the copy computes exactly the
 same outputs. Branches, skip connections, several inputs and outputs and
 shared layers keep their structure. Nested Sequential/functional sub-models
-are rebuilt recursively (selectors see their layers too); a nested subclassed
-model is copied as one layer. A subclassed top-level model has no layer graph
-to rebuild and is refused.
+are rebuilt recursively (selectors see their layers too); a composite layer -
+a nested subclassed model, a layer subclass that owns sub-layers,
+`MultiHeadAttention`, a KerasHub `TransformerEncoder` - is copied as one
+layer. The layers inside it run from its own `call()`, not through the layer
+graph, so no copy of the graph can put dropout after them or take theirs
+out: a selector (or policy) that picks one of them, and `remove_dropout` on
+a model with a non-zero-rate dropout layer inside one, are refused, naming
+those layers and the composite layer that owns them. A subclassed top-level
+model has no layer graph to rebuild and is refused.
 
 Output layers are never followed by dropout when `skip_output=True`: a layer
 whose output is a model output, and a layer that reaches a model output only
@@ -80,7 +86,13 @@ def insert_dropout(model, rate=0.5, *, after=None, policy=None, spatial=False,
     Output layers (see the module docstring) are skipped even when selected,
     unless `skip_output=False`; so are dropout layers and layers whose every
     consumer is already a dropout layer. Layers of nested Sequential/functional
-    sub-models are selectable; input layers are not. Dropout layers are named
+    sub-models are selectable; input layers are not. Layers inside a composite
+    layer (see the module docstring) are not reachable: if a selector picks
+    one (with a rate that is not `None`), the call is refused. Set the
+    dropout through that layer's own constructor argument instead (KerasHub
+    backbones and layers take `dropout=`, `MultiHeadAttention` takes
+    `dropout=`), select the composite layer itself, or map the inner layers'
+    names to `None` in a dict `after`. Dropout layers are named
     `<layer>_dropout` (a suffix keeps names unique); a shared layer gets one
     after each of its calls.
 
@@ -108,7 +120,8 @@ def insert_dropout(model, rate=0.5, *, after=None, policy=None, spatial=False,
             is of the wrong kind.
         ValueError: bad rate, unknown policy, both or neither of `after` and
             `policy`, a selector that matches no layer (the message lists the
-            layer names), or an unbuilt model.
+            layer names), a selected layer inside a composite layer (the
+            message names it and its owner), or an unbuilt model.
 
     Example:
 
@@ -175,6 +188,13 @@ def remove_dropout(model):
     outputs equal the original's. Warns if there is nothing to remove.
     `model` is never modified.
 
+    A dropout layer inside a composite layer (see the module docstring), such
+    as those of a KerasHub `TransformerEncoder`, cannot be taken out: if one
+    has a non-zero rate, `remove_dropout` raises a `ValueError` naming it and
+    its owner. Build that layer with `dropout=0.0` instead. Dropout layers
+    with rate 0 inside composite layers (`MultiHeadAttention` always has one)
+    do nothing and are left as they are.
+
     Example:
 
     >>> import keras, keras_regkit
@@ -184,6 +204,18 @@ def remove_dropout(model):
     ['Dense', 'Dense']
     """
     levels = _graph.levels(model)
+    hidden = [h for h in _graph.hidden_layers(levels)
+              if isinstance(h.layer, DROPOUT_LAYERS) and getattr(h.layer, "rate", None) != 0]
+    if hidden:
+        raise ValueError(
+            f"remove_dropout: cannot remove {len(hidden)} dropout layer(s) of "
+            f"'{model.name}' that sit inside composite layers: "
+            f"{_describe_hidden(hidden, rates=True)}. {_HIDDEN_WHY} Nothing was "
+            "changed. Set their rate to 0 through the owning layer's own "
+            "constructor argument (KerasHub backbones and layers take "
+            "`dropout=`, e.g. `keras_hub.models.BertBackbone(..., dropout=0.0)`; "
+            "`keras.layers.MultiHeadAttention(..., dropout=0.0)`) and build the "
+            f"model again. Received: model={model!r}")
     found = [layer for level in levels for layer in level.layers
              if isinstance(layer, DROPOUT_LAYERS)]
     if not found:
@@ -261,16 +293,26 @@ def _plan(model, rate, after, policy, spatial, skip_output):
                 seen.add(id(layer))
                 candidates.append((level, layer))
     names = [level.path(layer) for level, layer in candidates]
+    hidden = [h for h in _graph.hidden_layers(levels)
+              if not isinstance(h.layer, (_L.InputLayer,) + DROPOUT_LAYERS)]
     chosen = {}  # id(layer) -> (rate, label); later rules win
+    hidden_chosen = {}  # id(layer) -> (Hidden, rate, label), for the refusal
     for predicate, value, label in rules:
         hits = [layer for _, layer in candidates if predicate(layer)]
-        if not hits and policy is None:
+        hidden_hits = [h for h in hidden if predicate(h.layer)]
+        if not hits and not hidden_hits and policy is None:
             raise ValueError(
                 f"`after` selector {label} matches no layer of '{model.name}'. "
                 f"Its layers are: {', '.join(names)}")
         for layer in hits:
             chosen[id(layer)] = (value, label)
-    if not chosen:
+        for h in hidden_hits:
+            hidden_chosen[id(h.layer)] = (h, value, label)
+    unreachable = [(h, label) for h, value, label in hidden_chosen.values()
+                   if value is not None]
+    if unreachable:
+        raise _unreachable_error(model, unreachable, rate, after, policy)
+    if not chosen and policy is not None:
         raise ValueError(
             f"policy={policy!r} selects no layer of '{model.name}' (it looks for "
             f"{'local pooling and ' if policy == 'vgg' else ''}Dense layers). "
@@ -317,6 +359,58 @@ def _plan(model, rate, after, policy, spatial, skip_output):
             "or put dropout after pooling or dense layers.",
             UserWarning, stacklevel=3)
     return rows, insertions, levels
+
+
+_HIDDEN_WHY = ("A composite layer runs them from its own `call()`, not through the "
+               "model's layer graph, so a copy of the graph cannot reach them.")
+
+
+def _unreachable_error(model, unreachable, rate, after, policy):
+    """The `ValueError` for selected layers inside composite layers."""
+    example = unreachable[0][0].layer.name
+    labels = ", ".join(dict.fromkeys(label for _, label in unreachable))
+    if policy is not None:
+        leave_out = (
+            f"pass `after=` instead of policy={policy!r}, as a dict that maps these "
+            f"layers' names to None (e.g. after={{keras.layers.Dense: {rate:g}, "
+            f"{example!r}: None}})")
+    else:
+        leave_out = (
+            "leave these layers out by mapping their names to None in a dict "
+            f"`after` (e.g. after={{<selector>: <rate>, {example!r}: None}})")
+    return ValueError(
+        f"Cannot put dropout after {len(unreachable)} layer(s) of '{model.name}' "
+        f"(selected by {labels}) that sit inside composite layers: "
+        f"{_describe_hidden([h for h, _ in unreachable])}. {_HIDDEN_WHY} Nothing "
+        "was changed. Set the dropout through the owning layer's own constructor "
+        "argument (KerasHub backbones and layers take `dropout=`, e.g. "
+        "`keras_hub.models.BertBackbone(..., dropout=0.1)`; "
+        "`keras.layers.MultiHeadAttention(..., dropout=0.1)`), select the owning "
+        f"layer itself to put dropout after its output, or {leave_out}. "
+        f"Received: {_describe_choice(after, policy)}")
+
+
+def _describe_choice(after, policy):
+    """`policy='dense'`, `after=Dense` or `after={Dense: 0.5, 'fc*': None}`."""
+    if policy is not None:
+        return f"policy={policy!r}"
+    if isinstance(after, collections.abc.Mapping):
+        return "after={" + ", ".join(
+            f"{_selectors.describe(key)}: {value!r}" for key, value in after.items()) + "}"
+    return f"after={_selectors.describe(after)}"
+
+
+def _describe_hidden(hidden, rates=False):
+    """`'a/b' (Dense), ... inside 'a' (Block); ...`: the layers, grouped by owner."""
+    groups = {}
+    for h in hidden:
+        detail = h.layer.__class__.__name__
+        if rates:
+            detail += f", rate {getattr(h.layer, 'rate', None)}"
+        groups.setdefault(id(h.owner), (h, []))[1].append(f"{h.path!r} ({detail})")
+    return "; ".join(
+        f"{', '.join(items)} inside {h.owner_path!r} ({h.owner.__class__.__name__})"
+        for h, items in groups.values())
 
 
 def _print_plan(model, rows, inserted, print_fn):

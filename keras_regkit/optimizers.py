@@ -68,11 +68,22 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     again after them.
 
     Which variables decay (and get the proximal steps): without `include`,
-    every trainable variable with `ndim >= 2` (kernels, embeddings; not
-    biases or normalization scales/offsets). With `include`, exactly those
-    whose `variable.path` matches one of its glob patterns; `exclude`
-    removes matches. A pattern matches a path, or a trailing part of it
-    after a `/`: `"dense_2/*"` matches `"sequential/dense_2/kernel"`.
+    chosen by role, from the variable's name (the last part of
+    `variable.path`) and, as the fallback, its rank. A trainable variable
+    decays unless
+    - it is a bias: named `bias` or `*_bias` (`dense/bias`, and
+      `MultiHeadAttention`'s 2-D `query/bias`, `key/bias`, `value/bias`);
+    - it is a normalization parameter: named `gamma`, `beta`, `scale` or
+      `offset` (`LayerNormalization`, `BatchNormalization`,
+      `GroupNormalization`, `RMSNormalization` and KerasHub's norm layers);
+    - it has `ndim <= 1` (any other scalar or vector).
+    So kernels (`Dense`, `EinsumDense`, convolutions, attention projections)
+    and embeddings (`Embedding`, KerasHub's `ReversibleEmbedding` and
+    `PositionEmbedding`) decay. With `include`, exactly the variables whose
+    `variable.path` matches one of its glob patterns, whatever their name or
+    rank; `exclude` removes matches, with or without `include`. A pattern
+    matches a path, or a trailing part of it after a `/`: `"dense_2/*"`
+    matches `"sequential/dense_2/kernel"`.
     Patterns that match no variable at build time give a `UserWarning`
     naming them, as does a decayed variable that also carries an L2 penalty
     (`keras.regularizers.L2`/`L1L2`, `keras_regkit.L2`/`ElasticNet`).
@@ -105,7 +116,8 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         exclude: Glob pattern or list of patterns on `variable.path` (such as
             `"*/bias"`, `"dense_2/*"`) not to decay. Defaults to `None`.
         include: Pattern or list of patterns; when given, exactly the
-            matching variables decay. Defaults to `None` (all with `ndim>=2`).
+            matching variables decay. Defaults to `None` (kernels and
+            embeddings, see above).
         l1: Non-negative float, strength of the proximal L1 step.
             Defaults to `0.0`.
         group_l1: Non-negative float, strength of the proximal group-L1 step.
@@ -129,6 +141,20 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     >>> # decay: w * (1 - 0.5 * 0.1); then prox: sign(w) * max(|w| - 0.5 * 0.2, 0)
     >>> [round(float(v), 6) for v in kernel.numpy()[0]]  # [0.95 - 0.1, 0]
     [0.85, 0.0]
+
+    The default mask on a `MultiHeadAttention`: the kernels decay, the
+    biases (2-D for query, key and value) do not.
+
+    >>> attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    >>> attention.build((1, 3, 8), (1, 3, 8))
+    >>> variables = attention.trainable_variables
+    >>> for v in variables:
+    ...     _ = v.assign(np.ones(v.shape))
+    >>> optimizer = keras_regkit.DecoupledWeightDecay(keras.optimizers.SGD(0.1), 0.5)
+    >>> _ = optimizer.apply_gradients([(np.zeros(v.shape), v) for v in variables])
+    >>> [(v.path, tuple(v.shape), round(float(v.numpy().flat[0]), 6))  # 1 - 0.1 * 0.5, or 1
+    ...  for v in variables if v.path.startswith("mha/query/")]
+    [('mha/query/kernel', (8, 2, 4), 0.95), ('mha/query/bias', (2, 4), 1.0)]
 
     Reference: Loshchilov & Hutter (2019), "Decoupled weight decay
     regularization" (Algorithm 2; Appendix B.1 for the normalized decay);
@@ -165,7 +191,8 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             if not include:
                 raise ValueError(
                     "`include` must hold at least one pattern; use `include=None` "
-                    "for the default (every variable with ndim >= 2). "
+                    "for the default (kernels and embeddings; not biases, "
+                    "normalization parameters or other 0-D/1-D variables). "
                     f"Received: include={include!r}"
                 )
         forwarded = _wrapping.check_forwarded(kwargs, _wrapping.chain(optimizer)[-1])
@@ -321,17 +348,46 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         if selected and self._thresholds:
             self._apply_thresholds(selected, learning_rate, gate)
 
-    def _apply_decay(self, variables, learning_rate, gate):
+    def _coefficient(self, learning_rate):
+        """`c` of the decay step `w <- w - c * (w - w_ref)` at `learning_rate`."""
         strength = self.weight_decay
         if not isinstance(strength, numbers.Real):
             strength = strength(_wrapping.step_count(self.inner_optimizer))
         strength = ops.cast(strength, "float32")
         if self.decay_scaling == "learning_rate":
-            coefficient = learning_rate * strength
-        elif self.decay_scaling == "schedule":
-            coefficient = learning_rate / self._initial_lr * strength
-        else:
-            coefficient = strength
+            return learning_rate * strength
+        if self.decay_scaling == "schedule":
+            return learning_rate / self._initial_lr * strength
+        return strength
+
+    def decay_coefficient(self):
+        """The `c` of the next step's decay `w <- w - c * (w - w_ref)`, as a float.
+
+        `0.0` when nothing decays. Read by `keras_regkit.RegularizationMonitor`.
+        """
+        if not self._decays or not self.built:
+            return 0.0
+        learning_rate = ops.cast(self.learning_rate, "float32")
+        return float(ops.convert_to_numpy(self._coefficient(learning_rate)))
+
+    def decays(self, variable):
+        """Whether `variable` (one the optimizer was built with) is in the decay mask."""
+        if not self.built:
+            return False
+        try:
+            index = self._get_variable_index(variable)
+        except (KeyError, ValueError):
+            return False
+        return bool(self._decay_mask[index])
+
+    def decay_reference(self, variable):
+        """What `variable` decays toward: `None` for zero, else its `toward="initial"` copy."""
+        if not self.decays(variable):
+            return None
+        return self._decay_references[self._get_variable_index(variable)]
+
+    def _apply_decay(self, variables, learning_rate, gate):
+        coefficient = self._coefficient(learning_rate)
         if gate is not None:
             coefficient = coefficient * gate
         updates = []
@@ -349,7 +405,8 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             scalars.append(scale * self.group_l1)
         updates = [
             (v, _proximal.proximal_update(
-                self.l1 > 0, self.group_l1 > 0, getattr(v, "constraint", None)
+                self.l1 > 0, self.group_l1 > 0, getattr(v, "constraint", None),
+                _proximal.unit_axes_of(v),
             ))
             for v in variables
         ]

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _selectors
+from keras_regkit import _units
 from keras_regkit import _validation
 
 
@@ -343,19 +344,32 @@ class ElasticNetCorrection(keras.callbacks.Callback):
 class GroupLasso(keras.regularizers.Regularizer):
     """Group-lasso penalty that drives whole units to exactly zero.
 
-    Each group is one output unit's fan-in vector (all axes but the last,
-    so one column of a `Dense` kernel or one filter of a `ConvND` kernel):
+    Each group is one output unit's fan-in vector `W_j`: the slice of `W`
+    over the axes `axis` at one index `j` of the other axes,
 
-        penalty = factor * sum_j ||W[..., j]||_2
+        penalty = factor * sum_j ||W_j||_2
 
-    A 1-D variable (a bias) has each element as its own group, so the
-    penalty is `factor * sum(|w|)`; a scalar gives `factor * |w|`. The
-    gradient `factor * W[..., j] / ||W[..., j]||` is finite everywhere: at
-    an all-zero group it is `0` (a subgradient), computed without adding an
-    epsilon, so the value stays exact.
+    With `axis="auto"` (default) a group is all axes but the last, so one
+    column of a `Dense` kernel or one filter of a `ConvND` kernel
+    (`W_j = W[..., j]`). Transposed-convolution, depthwise and `EinsumDense`
+    kernels lay their units out differently: `keras_regkit.regularize(model,
+    ...)` gives an `axis="auto"` penalty the right axes for such layers (a
+    copy with an explicit `axis`); in a layer constructor, pass `axis`
+    yourself (`[0, 1, 3]` for a `Conv2DTranspose` kernel, `[0, 1]` for a
+    `DepthwiseConv2D` one).
+
+    A 1-D variable (a bias) with `axis="auto"` has each element as its own
+    group, so the penalty is `factor * sum(|w|)`; a scalar gives
+    `factor * |w|`. The gradient `factor * W_j / ||W_j||` is finite
+    everywhere: at an all-zero group it is `0` (a subgradient), computed
+    without adding an epsilon, so the value stays exact.
 
     Args:
         factor: Non-negative float. Defaults to `0.01`.
+        axis: `"auto"` (default), an int, or a list of ints: the axes that
+            form one group (reduced over), as in `MaxNorm`. Negative values
+            count from the end. An axis out of range for the weight raises
+            `ValueError` when applied.
 
     Example:
 
@@ -363,21 +377,25 @@ class GroupLasso(keras.regularizers.Regularizer):
     >>> reg = keras_regkit.GroupLasso(factor=0.1)
     >>> float(reg(np.array([[3.0, 0.0], [4.0, 0.0]])))  # 0.1 * (5 + 0)
     0.5
+    >>> rows = keras_regkit.GroupLasso(factor=0.1, axis=1)
+    >>> float(rows(np.array([[3.0, 4.0], [0.0, 0.0]])))  # 0.1 * (5 + 0)
+    0.5
 
     Reference: Yuan & Lin (2006), "Model selection and estimation in
     regression with grouped variables"; Scardapane et al. (2017), "Group
     sparse regularization for deep neural networks".
     """
 
-    def __init__(self, factor=0.01):
+    def __init__(self, factor=0.01, axis="auto"):
         self.factor = _validation.non_negative(factor, "factor")
+        self.axis = _validation.axis(axis)
 
     def __call__(self, x):
         x = ops.convert_to_tensor(x)
-        rank = len(x.shape)
+        axes = _units.reduction_axes(self.axis, len(x.shape))
         squares = ops.square(x)
-        if rank >= 2:
-            squares = ops.sum(squares, axis=tuple(range(rank - 1)))
+        if axes:
+            squares = ops.sum(squares, axis=tuple(axes))
         # Double `where`: sqrt is only evaluated (and differentiated) where
         # the group is non-zero, so an all-zero group has gradient 0, not NaN.
         nonzero = squares > 0
@@ -386,5 +404,4 @@ class GroupLasso(keras.regularizers.Regularizer):
         return ops.cast(self.factor, x.dtype) * ops.sum(norms)
 
     def get_config(self):
-        return {"factor": self.factor}
-
+        return {"factor": self.factor, "axis": self.axis}

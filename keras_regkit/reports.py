@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_regkit import _selectors
+from keras_regkit import _units
 
 
 def summary(model, print_fn=print):
@@ -44,10 +45,10 @@ def summary(model, print_fn=print):
     """
     _selectors.check_model(model)
     print_fn = _check_print_fn(print_fn)
-    layer_of = _innermost_layer_names(model)
+    layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
     trainable = {id(v) for v in model.trainable_weights}
     rows = []
-    for variable in _unique(model.weights):
+    for variable in _selectors.unique_variables(model.weights):
         regularizer = getattr(variable, "regularizer", None)
         constraint = getattr(variable, "constraint", None)
         if regularizer is None and constraint is None:
@@ -77,9 +78,16 @@ def sparsity(model, print_fn=print):
     """Prints and returns the exact-zero counts of the trainable weights of `model`.
 
     One row per trainable variable of rank >= 1, then a total row. For a
-    variable of rank >= 2, a unit is one slice along the last axis (an output
-    neuron of a Dense kernel, a filter of a convolution kernel); a unit whose
-    whole fan-in vector is zero is counted in `zero_units`.
+    variable of rank >= 2, a unit is one output unit's fan-in vector, as
+    the layer holding the variable lays it out (the same units as
+    `MaxNorm` and `GroupLasso` get from `constrain`/`regularize`): a column
+    of a `Dense` kernel, a filter `W[..., j]` of a `ConvND` kernel, one
+    (channel, multiplier) filter `W[..., c, m]` of a depthwise kernel, one
+    output channel `W[..., j, :]` of a transposed-convolution kernel, one
+    index of the output axes of an `EinsumDense` kernel (its `equation`), a
+    column of an `Embedding` matrix. Layers inside composite layers
+    (`MultiHeadAttention`'s projections, a wrapper's layer) are looked up.
+    A unit whose whole fan-in vector is zero is counted in `zero_units`.
 
     Args:
         model: A `keras.Model`.
@@ -88,7 +96,8 @@ def sparsity(model, print_fn=print):
     Returns:
         One dict per variable with `layer`, `variable` (path), `shape`,
         `size`, `zeros` (count of exact zeros), `fraction` (`zeros / size`),
-        `units` and `zero_units` (`None` for rank 1); the last dict is the
+        `units` (the number of unit vectors) and `zero_units` (`None` for
+        rank 1); the last dict is the
         total (`layer="(total)"`, `variable=None`, units summed over rank >= 2
         variables).
 
@@ -109,19 +118,22 @@ def sparsity(model, print_fn=print):
     """
     _selectors.check_model(model)
     print_fn = _check_print_fn(print_fn)
-    layer_of = _innermost_layer_names(model)
+    layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
+    owner_of = _selectors.variable_owners(model)
     rows = []
-    for variable in _unique(model.trainable_weights):
+    for variable in _selectors.unique_variables(model.trainable_weights):
         if len(variable.shape) < 1:
             continue
         value = np.asarray(ops.convert_to_numpy(variable))
         zeros = int(np.count_nonzero(value == 0))
         units = zero_units = None
         if value.ndim >= 2:
-            units = value.shape[-1]
-            fan_in = int(np.prod(value.shape[:-1]))
-            columns = value.reshape(fan_in, units)
-            zero_units = int(np.count_nonzero(np.all(columns == 0, axis=0)))
+            # `unit_axes` goes down to the sub-layer that holds the variable.
+            owner = owner_of.get(id(variable), model)
+            axes = tuple(_units.unit_axes(owner, variable))
+            dead = np.all(value == 0, axis=axes) if axes else value == 0
+            units = int(np.size(dead))
+            zero_units = int(np.count_nonzero(dead))
         rows.append(
             {
                 "layer": layer_of.get(id(variable), model.name),
@@ -179,23 +191,6 @@ def _check_print_fn(print_fn):
             f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}"
         )
     return print_fn
-
-
-def _unique(variables):
-    seen = set()
-    for variable in variables:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            yield variable
-
-
-def _innermost_layer_names(model):
-    """`{id(variable): name}` of the innermost selectable layer holding each variable."""
-    names = {}
-    for layer in _selectors.iter_layers(model):  # containers come before their layers
-        for variable in layer.weights:
-            names[id(variable)] = layer.name
-    return names
 
 
 def _class_name(obj):

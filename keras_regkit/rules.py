@@ -11,12 +11,17 @@ step, and a config that survives save/load.
 `keras_regkit.summary` (in `reports.py`) lists what these set.
 """
 
-import warnings
 
 import keras
 from keras import ops
 
+from keras_regkit import _rule_store
 from keras_regkit import _selectors
+from keras_regkit import _weights
+from keras_regkit import saving
+from keras_regkit import _units
+from keras_regkit.constraints import MaxNorm
+from keras_regkit.regularizers import GroupLasso
 
 # kind -> (base class, an example value for error messages)
 _KINDS = {
@@ -29,36 +34,70 @@ def regularize(model, rules, *, target="kernel"):
     """Attaches regularizers to the weights of chosen layers of a built model.
 
     Each rule maps a selector to a `keras.regularizers.Regularizer` instance
-    (attach it) or `None` (remove any regularizer). A selector is a glob on
-    `layer.name` (`"conv2d*"`), a layer class, a tuple of classes, or a
-    callable `layer -> bool`; it is matched against every layer, nested
-    models' layers included. Rules apply in order: when several rules select
-    the same layer, the last one wins (`{keras.layers.Dense: L2(1e-4),
-    "logits": None}` regularizes every Dense kernel but that of `logits`).
+    (attach it) or `None` (remove any regularizer). A selector is one of:
 
-    For each selected weight, both `variable.regularizer` (what training and
-    `model.losses` read) and the layer's `<target>_regularizer` attribute
-    (what its config, hence a `.keras` save, holds) are set. Weights of a
-    wrapped layer are found too: the cell of an RNN layer (`recurrent_kernel`
-    is stored as the cell's `recurrent_regularizer`; the `kernel` of a
-    `DepthwiseConv2D` as its `depthwise_regularizer`), both directions of a
-    `Bidirectional` layer, the inner layer of a `TimeDistributed`. If the
-    model was compiled, its cached train/test functions are dropped so that
-    the next `fit`/`evaluate` traces the new penalty. The penalty of a frozen
-    (non-trainable) weight is not in `model.losses` until it is unfrozen.
+    - a glob on `layer.name` (`"conv2d*"`), a layer class, a tuple of
+      classes, or a callable `layer -> bool`. It is matched against every
+      layer under the model: the layers of nested models and the sub-layers
+      of composite layers (the `EinsumDense` projections of a
+      `MultiHeadAttention`, the `Dense` layers of a KerasHub
+      `TransformerEncoder`, the layers a user-written layer holds as
+      attributes). A selected layer without the `target` weight stands for
+      the layers inside it that have one (`{"transformer_layer_0": L2(1e-5)}`
+      regularizes every kernel of that block);
+    - a glob with a `/`, on `variable.path` (`"*/self_attention_layer/*/kernel"`):
+      it selects variables directly, whatever `target` says, since inner layer
+      names repeat across blocks. Leading scopes may be left out.
+
+    Rules apply in order: when several rules select the same weight, the last
+    one wins (`{keras.layers.Dense: L2(1e-4), "logits": None}` regularizes
+    every Dense kernel but that of `logits`).
+
+    For each selected weight, `variable.regularizer` (what training and
+    `model.losses` read) and, where the layer has one, its
+    `<target>_regularizer` attribute (what its config holds) are set. Weights
+    of a wrapped layer are found too: the cell of an RNN layer
+    (`recurrent_kernel` is stored as the cell's `recurrent_regularizer`; the
+    `kernel` of a `DepthwiseConv2D` as its `depthwise_regularizer`), both
+    directions of a `Bidirectional` layer, the inner layer of a
+    `TimeDistributed`. If the model was compiled, its cached train/test
+    functions are dropped so that the next `fit`/`evaluate` traces the new
+    penalty. The penalty of a frozen (non-trainable) weight is not in
+    `model.losses` until it is unfrozen. A `GroupLasso` with `axis="auto"`
+    gets the layer's own unit (`keras_regkit.constraints` explains units):
+    one filter per channel for depthwise kernels, one output channel for
+    transposed convolutions, the output axes of `EinsumDense`.
+
+    Saving: every rule is also recorded on `model` and written into its
+    `.keras` file by `model.save`. Layers whose config a `.keras` file keeps
+    (those of functional and Sequential models) get their rules back from
+    `keras.saving.load_model`. Layers that their parent rebuilds from
+    constructor arguments (inside `MultiHeadAttention`, KerasHub backbones,
+    most composite layers) do not: a `RulesNeedRestoreWarning` says so, and
+    `keras_regkit.load_model` (or `keras_regkit.restore_rules`) puts them back.
+    A regularizer whose class does not serialize is applied but cannot be
+    stored: a `UserWarning` says so.
 
     Every rule is checked before anything changes: a bad selector or value,
-    a selector that matches no layer (the error lists the layer names), a
-    selected layer without the targeted weight, or a regularizer that fails on
-    a zero tensor of the weight's shape raises, and the model is untouched.
+    a selector that matches no layer (the error lists the layer names) or no
+    variable path, a selected layer without the targeted weight (in itself or
+    inside it), or a regularizer that fails on a zero tensor of the weight's
+    shape raises, and the model is untouched.
 
     Args:
         model: A built `keras.Model` (Sequential, functional, subclassed).
         rules: A dict `{selector: regularizer_or_None}`, or a list of
             `(selector, regularizer_or_None)` pairs.
-        target: The weight attribute to regularize: `"kernel"` (default),
+        target: The weight to regularize, by layer attribute or variable
+            name: `"kernel"` (default),
             `"bias"`, `"embeddings"`, `"depthwise_kernel"`,
             `"recurrent_kernel"`, `"gamma"`, ..., or a list of such names.
+            `"kernels"` means every kernel whatever the layer calls it
+            (`kernel` of Dense, ConvND, EinsumDense, DepthwiseConvND;
+            `depthwise_kernel` and `pointwise_kernel` of SeparableConvND);
+            layers without one are skipped (with `"kernels"` in a list,
+            every name in it is optional that way). Embeddings are opt in:
+            `target=["kernels", "embeddings"]`.
 
     Returns:
         `model` itself, changed in place.
@@ -115,49 +154,121 @@ def constrain(model, rules, *, target="kernel"):
 
 # --- shared implementation of `regularize` and `constrain` -----------------
 
+# What `target="kernels"` stands for: every kernel, whatever the layer calls it.
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
 
 def _apply_rules(model, rules, target, kind):
     """Validates every rule of `kind` ("regularizer"/"constraint"), then applies all."""
     _selectors.check_model(model)
     targets = _check_targets(target)
     checked = _check_rules(rules, kind)
-    layers = list(_selectors.iter_layers(model))
-    plan = {}  # id(variable) -> (owner, variable, target, config attribute, value)
-    tried = set()  # (id(value), shape, dtype) already dry-run
+    walked = list(_selectors.walk_layers(model))
+    layers = [layer for layer, _ in walked]
+    plan = {}  # id(variable) -> (owner, variable, weight name, value)
     for selector, predicate, value in checked:
-        matched = [layer for layer in layers if predicate(layer)]
-        if not matched:
-            raise ValueError(
-                f"Rule {_selectors.describe(selector)} of `rules` matches no layer "
-                f"of model '{model.name}'. Its layers are: "
-                f"{_selectors.layer_names(model)}"
-            )
-        for layer in matched:
-            for name in targets:
-                owners = _weight_owners(layer, name)
-                if not owners:
-                    raise ValueError(_missing_weight_message(layer, name, selector))
-                for owner, variable in owners:
-                    key = (id(value), tuple(variable.shape), str(variable.dtype))
-                    if value is not None and key not in tried:
-                        _dry_run(value, variable, kind, layer, name)
-                        tried.add(key)
-                    attribute = _config_attribute(owner, name, kind)
-                    plan[id(variable)] = (owner, variable, name, attribute, value)
+        if predicate is None:
+            entries = _entries_by_path(model, selector)
+        else:
+            entries = _entries_by_layer(model, layers, selector, predicate, targets)
+        for owner, variable, name in entries:
+            plan[id(variable)] = (owner, variable, name, _for_unit(value, owner, variable))
+    tried = set()  # (id(value), shape, dtype) already dry-run
+    for owner, variable, name, value in plan.values():
+        key = (id(value), tuple(variable.shape), str(variable.dtype))
+        if value is not None and key not in tried:
+            _dry_run(value, variable, kind, owner, name)
+            tried.add(key)
+    records, unstorable = saving.records(model, plan.values(), kind)
+    parents_of = {id(layer): parents for layer, parents in walked}
+    kept_by_config = {}
+    for owner, variable, name, value in plan.values():
+        attribute = _weights.config_attribute(owner, name, kind)
+        kept_by_config[id(variable)] = attribute is not None and saving.config_survives(
+            owner, parents_of.get(id(owner))
+        )
     # Everything is valid: mutate.
-    for owner, variable, name, attribute, value in plan.values():
-        setattr(variable, kind, value)
-        if attribute is not None:
-            setattr(owner, attribute, value)
-        elif value is not None:
-            warnings.warn(
-                f"Layer '{owner.name}' has no `{name}_{kind}` setting in its "
-                f"config: the {kind} acts on '{variable.path}' "
-                f"during training, but a `.keras` save will not keep it.",
-                stacklevel=3,
-            )
-    _reset_compiled_functions(model)
+    store = _rule_store.store_of(model)
+    for owner, variable, name, value in plan.values():
+        _weights.attach(owner, variable, name, kind, value)
+    for record in records:
+        store.put(record)
+    saving.warn_about_persistence(plan.values(), kept_by_config, unstorable, kind)
+    _weights.reset_compiled_functions(model)
     return model
+
+
+def _entries_by_layer(model, layers, selector, predicate, targets):
+    """`[(owner, variable, weight name)]` for the layers `predicate` selects."""
+    matched = [layer for layer in layers if predicate(layer)]
+    if not matched:
+        raise ValueError(
+            f"Rule {_selectors.describe(selector)} of `rules` matches no layer "
+            f"of model '{model.name}'. Its layers are: "
+            f"{_selectors.layer_names(model)}"
+        )
+    entries = []
+    for layer in matched:
+        for name in targets:
+            names = KERNELS if name == "kernels" else (name,)
+            owners = [pair for each in names for pair in _weight_owners(layer, each)]
+            if not owners and "kernels" not in targets:
+                raise ValueError(_missing_weight_message(layer, name, selector))
+            entries.extend(
+                (owner, variable, _weight_name(owner, variable, names))
+                for owner, variable in owners
+            )
+    if not entries:  # only with target="kernels"
+        raise ValueError(
+            f"Rule {_selectors.describe(selector)} of `rules` selects layers "
+            f"{[layer.name for layer in matched]} of model '{model.name}', none of "
+            f"which holds a kernel ({', '.join(KERNELS)}) or another targeted "
+            f"weight. Received: target={targets if len(targets) > 1 else targets[0]!r}"
+        )
+    return entries
+
+
+def _entries_by_path(model, pattern):
+    """`[(owner, variable, weight name)]` for the variables whose path matches."""
+    owners = _selectors.variable_owners(model)
+    entries = [
+        (owners.get(id(variable), model), variable, variable.name)
+        for variable in _selectors.unique_variables(model.weights)
+        if _selectors.path_matches(variable.path, pattern)
+    ]
+    if not entries:
+        paths = [variable.path for variable in _selectors.unique_variables(model.weights)]
+        shown = paths if len(paths) <= 40 else paths[:40] + ["..."]
+        raise ValueError(
+            f"Rule {pattern!r} of `rules` (a pattern on `variable.path`, since it "
+            f"holds a '/') matches no variable of model '{model.name}'. Its "
+            f"variables are: {shown}"
+        )
+    return entries
+
+
+def _weight_name(owner, variable, names):
+    """The attribute name under which `owner` holds `variable`."""
+    for name in names:
+        if _weights.get_variable(owner, name) is variable:
+            return name
+    return variable.name
+
+
+def _for_unit(value, owner, variable):
+    """`value` with the owning layer's unit axes when its `axis` is `"auto"`.
+
+    Max-norm and group-lasso act on units; `"auto"` means all axes but the
+    last, which is wrong for depthwise, transposed and `EinsumDense` kernels.
+    Attached here, the layer is known, so it decides.
+    """
+    if not isinstance(value, (MaxNorm, GroupLasso)) or value.axis != "auto":
+        return value
+    rank = len(variable.shape)
+    axes = _units.unit_axes(owner, variable)
+    if rank < 2 or list(axes) == list(range(rank - 1)):
+        return value
+    return type(value).from_config({**value.get_config(), "axis": list(axes)})
 
 
 def _check_targets(target):
@@ -199,7 +310,10 @@ def _check_rules(rules, kind):
     base, example = _KINDS[kind]
     checked = []
     for selector, value in items:
-        predicate = _selectors.as_predicate(selector, name="selector")
+        if _selectors.is_path_pattern(selector):
+            predicate = None  # selects variables by path
+        else:
+            predicate = _selectors.as_predicate(selector, name="selector")
         if value is not None and not isinstance(value, base):
             raise TypeError(
                 f"The value of rule {_selectors.describe(selector)} must be a "
@@ -212,22 +326,22 @@ def _check_rules(rules, kind):
 
 
 def _weight_owners(layer, name):
-    """`[(owner, variable)]` for the weight `name` of `layer` or of the layers it wraps."""
-    value = getattr(layer, name, None)
-    if isinstance(value, keras.Variable):
-        return [(layer, value)]
-    if isinstance(layer, keras.Model):
-        return []  # its own layers are selected individually
-    if hasattr(layer, "forward_layer") and hasattr(layer, "backward_layer"):
-        children = [layer.forward_layer, layer.backward_layer]  # Bidirectional
-    elif isinstance(getattr(layer, "cell", None), keras.layers.Layer):
-        children = [layer.cell]  # RNN layers keep their weights in the cell
-    elif isinstance(getattr(layer, "cells", None), (list, tuple)):
-        children = list(layer.cells)  # StackedRNNCells
-    elif isinstance(getattr(layer, "layer", None), keras.layers.Layer):
-        children = [layer.layer]  # TimeDistributed and other wrappers
-    else:
-        return []
+    """`[(owner, variable)]` for the weight `name` of `layer` or of the layers inside it.
+
+    A layer that has no such weight itself stands for the layers it wraps
+    (the cell of an RNN layer, both directions of `Bidirectional`, the layer
+    of `TimeDistributed`) or holds (the layers of a nested model, the
+    sub-layers of a composite layer such as `MultiHeadAttention` or a
+    KerasHub `TransformerEncoder`), at any depth.
+    """
+    variable = _weights.get_variable(layer, name)
+    if variable is not None:
+        return [(layer, variable)]
+    children = _selectors.sub_layers(layer)
+    inner = {id(v) for child in children for v in child.weights}
+    own = [v for v in layer.weights if id(v) not in inner and v.name == name]
+    if own:  # held under another attribute name (KerasHub's PositionEmbedding)
+        return [(layer, v) for v in own]
     owners = []
     for child in children:
         owners.extend(_weight_owners(child, name))
@@ -242,26 +356,6 @@ def _missing_weight_message(layer, name, selector):
         f"{_selectors.describe(selector)}) has no '{name}' weight. Its weights: "
         f"{weights}.{hint} Received: target={name!r}"
     )
-
-
-def _config_attribute(owner, name, kind):
-    """The settable attribute of `owner` that its config reads, or `None`."""
-    candidates = [f"{name}_{kind}"]
-    if name.endswith("_kernel"):  # depthwise_regularizer, recurrent_regularizer
-        candidates.append(f"{name[: -len('_kernel')]}_{kind}")
-    if name == "kernel":  # DepthwiseConv*D: weight `kernel`, config `depthwise_*`
-        candidates.append(f"depthwise_{kind}")
-    try:
-        config = owner.get_config()
-    except Exception:  # a custom layer without get_config
-        config = {}
-    for attribute in candidates:
-        declared = getattr(type(owner), attribute, None)
-        if isinstance(declared, property) and declared.fset is None:
-            continue
-        if hasattr(owner, attribute) and attribute in config:
-            return attribute
-    return None
 
 
 def _dry_run(value, variable, kind, layer, name):
@@ -287,14 +381,3 @@ def _dry_run(value, variable, kind, layer, name):
             f"{where} must return a tensor of the same shape. Received shape "
             f"{result_shape}"
         )
-
-
-def _reset_compiled_functions(model):
-    """Drops traced train/test functions: they captured the old losses/constraints."""
-    models = [model] + [
-        layer for layer in _selectors.iter_layers(model) if isinstance(layer, keras.Model)
-    ]
-    for each in models:
-        for attribute in ("train_function", "test_function"):
-            if getattr(each, attribute, None) is not None:
-                setattr(each, attribute, None)

@@ -104,3 +104,29 @@ def load_in_fresh_process(model_path, inputs, *, train_targets=None, timeout=600
             (k for k in loaded if k.startswith("step_weight_")),
             key=lambda k: int(k[12:]))]
     return result
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit_tests")
+class ResidualBlock(keras.layers.Layer):
+    """A user-written composite layer: `x + outer(inner(x))`, two `Dense` inside.
+
+    Like most composite layers (and KerasHub blocks), it rebuilds its
+    sub-layers from its constructor arguments when loaded. Import this module
+    (`import tests.helpers`) in a child process to load a model that uses it.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.inner = keras.layers.Dense(units, activation="relu", name="inner")
+        self.outer = keras.layers.Dense(units, name="outer")
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+        self.outer.build((*input_shape[:-1], self.units))
+
+    def call(self, x):
+        return x + self.outer(self.inner(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

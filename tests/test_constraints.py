@@ -84,6 +84,38 @@ def test_explicit_axes(axis, axes):
     )
 
 
+def test_max_value_below_one_matches_numpy():
+    # Column norms 0.3 (inside), 0.6 and 0.7 (outside, but their squares
+    # 0.36 and 0.49 are below 0.5), 2.0 (outside).
+    w = np.array([[0.3, 0.6, 0.0, 1.2], [0.0, 0.0, 0.7, 1.6]], dtype="float32")
+    projected = np.asarray(MaxNorm(0.5)(w))
+    np.testing.assert_allclose(projected, np_project(w, 0.5, (0,)), rtol=1e-6)
+    norms = np.sqrt((projected.astype("float64") ** 2).sum(axis=0))
+    np.testing.assert_allclose(norms, [0.3, 0.5, 0.5, 0.5], rtol=1e-6)
+    # A depthwise kernel with each filter (axes 0, 1) as a unit.
+    kernel = _kernel((3, 3, 4, 2), scale=0.2)
+    np.testing.assert_allclose(
+        np.asarray(MaxNorm(0.5, axis=[0, 1])(kernel)),
+        np_project(kernel, 0.5, (0, 1)),
+        rtol=1e-6,
+    )
+
+
+def test_explicit_axes_for_transposed_and_depthwise_kernels():
+    # Conv2DTranspose kernel (rows, cols, out, in): a unit is W[:, :, j, :].
+    w = _kernel((3, 3, 4, 2)).transpose(0, 1, 3, 2).copy()  # (3, 3, 2, 4)
+    projected = np.asarray(MaxNorm(1.0, axis=[0, 1, 3])(w))
+    np.testing.assert_allclose(projected, np_project(w, 1.0, (0, 1, 3)), rtol=1e-6)
+    fan_in = np.sqrt((projected.astype("float64") ** 2).sum(axis=(0, 1, 3)))
+    assert np.all(fan_in <= 1.0 + 1e-6)
+    # DepthwiseConv2D kernel (3, 3, 4, 1) of ones: each filter ends at norm 1.
+    ones = np.ones((3, 3, 4, 1), dtype="float32")
+    filters = np.asarray(MaxNorm(1.0, axis=[0, 1])(ones))
+    np.testing.assert_allclose(
+        np.sqrt((filters.astype("float64") ** 2).sum(axis=(0, 1))), 1.0, rtol=1e-6
+    )
+
+
 def test_edge_cases():
     # 1-D with "auto": each element its own group, i.e. |w| <= c.
     bias = np.array([-3.0, 0.5, 0.0, 2.0], dtype="float32")

@@ -227,11 +227,67 @@ def test_sgd_with_l2_penalty_equals_sgd_with_decoupled_decay_of_twice_it():
     assert _max_difference(plain, decoupled) > 1e-3  # the penalty mattered
 
 
-def test_adam_with_l2_penalty_differs_from_decoupled_decay():
+def _numpy_adam(penalty, decay, learning_rate=0.01, epochs=3, batch_size=8):
+    """Adam (Kingma & Ba, Algorithm 1) on mse of a linear layer, written here.
+
+    `penalty`: the L2 coefficient in the loss (its gradient `2 * penalty * W`
+    goes through Adam); `decay`: decoupled decay `W <- W - lr * decay * W`
+    before each step (at the weights the gradient is taken at). The bias gets
+    neither. Keras puts `epsilon` beside `sqrt(v)` rather than `sqrt(v_hat)`
+    (the paper's section 2 form); at 1e-7 the difference is far below the tolerance.
+    """
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+    x, y = _X.astype("float64"), _Y.astype("float64")
+    params = [p.astype("float64") for p in _LINEAR_INIT]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = 0
+    for _ in range(epochs):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            kernel, bias = params
+            residual = xb @ kernel + bias - yb
+            scale = 2.0 / residual.size  # mse: mean over examples and outputs
+            grads = [scale * xb.T @ residual + 2 * penalty * kernel,
+                     scale * residual.sum(axis=0)]
+            params[0] = kernel - learning_rate * decay * kernel
+            t += 1
+            for i, g in enumerate(grads):
+                m[i] = beta_1 * m[i] + (1 - beta_1) * g
+                v[i] = beta_2 * v[i] + (1 - beta_2) * g**2
+                m_hat, v_hat = m[i] / (1 - beta_1**t), v[i] / (1 - beta_2**t)
+                params[i] = params[i] - learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
+    return params
+
+
+_LINEAR_INIT = [np.random.default_rng(8).normal(size=(5, 3)).astype("float32"),
+                np.random.default_rng(9).normal(size=(3,)).astype("float32")]
+
+
+def _linear(regularizer=None):
+    model = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(3, kernel_regularizer=regularizer, name="out")]
+    )
+    model.set_weights(_LINEAR_INIT)
+    return model
+
+
+def test_adam_with_l2_penalty_and_adam_with_decoupled_decay_match_numpy():
     c = 0.05
-    penalized, _ = _fit(keras.optimizers.Adam(0.01), model=_mlp(keras.regularizers.L2(c)))
-    decoupled, _ = _fit(DecoupledWeightDecay(keras.optimizers.Adam(0.01), 2 * c))
+    penalized, _ = _fit(keras.optimizers.Adam(0.01), model=_linear(keras.regularizers.L2(c)))
+    decoupled, _ = _fit(DecoupledWeightDecay(keras.optimizers.Adam(0.01), 2 * c),
+                        model=_linear())
+    plain, _ = _fit(keras.optimizers.Adam(0.01), model=_linear())
+    for got, expected in [
+        (penalized, _numpy_adam(penalty=c, decay=0.0)),
+        (decoupled, _numpy_adam(penalty=0.0, decay=2 * c)),
+        (plain, _numpy_adam(penalty=0.0, decay=0.0)),
+    ]:
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    # Under Adam the two are different rules (with SGD they would coincide).
     assert _max_difference(penalized, decoupled) > 1e-3
+    assert _max_difference(plain, decoupled) > 1e-3
 
 
 # --- proximal steps --------------------------------------------------------------------
@@ -317,6 +373,34 @@ def test_l1_and_group_l1_together_are_the_sparse_group_lasso_prox():
     np.testing.assert_allclose(kernel.numpy(), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("l1", [0.0, 0.3])
+def test_the_constraint_is_applied_again_after_the_proximal_step(l1):
+    """UnitNorm columns stay unit-norm: the prox alone would leave them at 0.9."""
+    lr, group_l1 = 0.1, 1.0  # group threshold 0.1: a unit column shrinks to norm 0.9
+    layer = keras.layers.Dense(3, kernel_constraint=keras.constraints.UnitNorm(axis=0))
+    layer.build((None, 4))
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(4, 3))
+    layer.kernel.assign(w.astype("float32"))
+    optimizer = DecoupledWeightDecay(keras.optimizers.SGD(lr), 0.0, l1=l1, group_l1=group_l1)
+
+    def unit_norm(v):  # each column (one unit's fan-in) scaled to norm 1
+        return v / np.linalg.norm(v, axis=0, keepdims=True)
+
+    for _ in range(3):
+        g = rng.normal(size=w.shape)
+        optimizer.apply([g.astype("float32"), np.zeros(3, "float32")],
+                        [layer.kernel, layer.bias])
+        w = unit_norm(w - lr * g)  # inner step; Keras applies the constraint
+        w = np.sign(w) * np.maximum(np.abs(w) - lr * l1, 0.0)  # prox L1
+        norms = np.linalg.norm(w, axis=0, keepdims=True)
+        w = w * np.maximum(0.0, 1 - lr * group_l1 / norms)  # prox group L1
+        assert np.all(np.linalg.norm(w, axis=0) < 1 - 0.05)  # the prox did shrink them
+        w = unit_norm(w)  # and the constraint again
+        np.testing.assert_allclose(layer.kernel.numpy(), w, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(layer.kernel.numpy(), axis=0), 1.0, atol=1e-6)
+
+
 def test_training_from_all_zero_weights_stays_finite():
     model = _mlp()
     for w in model.weights:
@@ -341,6 +425,45 @@ def test_toward_initial_decays_toward_the_weights_at_build():
     np.testing.assert_allclose(kernel.numpy(), moved - 0.1 * 0.5 * (moved - w0), rtol=1e-6)
 
 
+def test_every_feature_at_once_matches_numpy():
+    """Decay schedule, `"schedule"` scaling, `toward="initial"`, L1 and group-L1 prox.
+
+    The update order of the class docstring, written out for plain SGD: the
+    gradient and the decay at the weights before the step, then the SGD
+    step, then the L1 and the group-L1 thresholds at the step's learning rate.
+    """
+    steps, l1, group_l1 = 5, 0.2, 0.5
+    optimizer = DecoupledWeightDecay(
+        keras.optimizers.SGD(schedules.ExponentialDecay(0.2, decay_steps=2, decay_rate=0.5)),
+        weight_decay=schedules.ExponentialDecay(0.4, decay_steps=3, decay_rate=0.5),
+        decay_scaling="schedule",
+        toward="initial",
+        l1=l1,
+        group_l1=group_l1,
+    )
+    got = _trajectory(optimizer, steps=steps, dtype="float64")
+
+    def learning_rate(t):
+        return 0.2 * 0.5 ** (t / 2)
+
+    def decay(t):
+        return 0.4 * 0.5 ** (t / 3)
+
+    kernel0 = _KERNEL0.astype("float64")
+    kernel, bias = kernel0, _BIAS0.astype("float64")
+    expected = []
+    for t in range(steps):  # t: the step count before the step (0 for the first)
+        lr = learning_rate(t)
+        g_kernel, g_bias = _gradients(kernel, bias)
+        kernel = kernel - lr / learning_rate(0) * decay(t) * (kernel - kernel0)
+        kernel, bias = kernel - lr * g_kernel, bias - lr * g_bias  # bias: no decay, no prox
+        kernel = np.sign(kernel) * np.maximum(np.abs(kernel) - lr * l1, 0.0)
+        norms = np.linalg.norm(kernel, axis=0)  # one norm per output unit (column)
+        kernel = kernel * np.maximum(0.0, 1 - lr * group_l1 / np.where(norms > 0, norms, 1.0))
+        expected.append((kernel, bias))
+    _assert_same_trajectory(got, expected)
+
+
 # --- which variables decay -------------------------------------------------------------
 
 
@@ -356,14 +479,20 @@ def _net(kernel_regularizer=None):
     )
 
 
-def _decayed_paths(**kwargs):
-    """Paths of the variables one zero-gradient SGD step with decay changes."""
-    model = _net()
-    variables = model.trainable_variables
+def _decayed_paths(variables=None, optimizer=None, **kwargs):
+    """Paths of the variables one zero-gradient SGD step with decay changes.
+
+    The gradient is zero, so SGD itself moves nothing: each variable either
+    keeps its value or is multiplied by exactly `1 - lr * lam = 1 - 0.1 * 0.5`.
+    `optimizer`, if given, must be such an SGD(0.1) step with decay 0.5.
+    """
+    if variables is None:
+        variables = _net().trainable_variables
     before = [np.array(v) + 1.0 for v in variables]  # away from zero (beta starts at 0)
     for v, value in zip(variables, before):
         v.assign(value)
-    optimizer = DecoupledWeightDecay(keras.optimizers.SGD(0.1), 0.5, **kwargs)
+    if optimizer is None:
+        optimizer = DecoupledWeightDecay(keras.optimizers.SGD(0.1), 0.5, **kwargs)
     optimizer.apply([np.zeros(v.shape, "float32") for v in variables], variables)
     changed = []
     for v, value in zip(variables, before):
@@ -375,6 +504,84 @@ def _decayed_paths(**kwargs):
 
 def test_default_mask_decays_kernels_but_not_biases_or_norm_parameters():
     assert _decayed_paths() == ["net/dense_a/kernel", "net/dense_b/kernel"]
+
+
+def _attention_model():
+    token_ids = keras.Input((4,), dtype="int32")
+    x = keras.layers.Embedding(10, 8, name="embed")(token_ids)
+    x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attention")(x, x)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    return keras.Model(token_ids, keras.layers.Dense(3, name="head")(x))
+
+
+def test_default_mask_leaves_2d_attention_biases_and_norm_parameters_alone():
+    model = _attention_model()
+    variables = model.trainable_variables
+    shapes = {v.path: tuple(v.shape) for v in variables}
+    # MultiHeadAttention's query/key/value biases are (heads, head_size): 2-D.
+    assert shapes["attention/query/bias"] == (2, 4)
+    before = {v.path: np.array(v) + 1.0 for v in variables}
+    _decayed_paths(variables)  # adds the same 1.0 first
+    decayed = [
+        "embed/embeddings",
+        "attention/query/kernel",
+        "attention/key/kernel",
+        "attention/value/kernel",
+        "attention/attention_output/kernel",
+        "head/kernel",
+    ]
+    kept = [
+        "attention/query/bias",
+        "attention/key/bias",
+        "attention/value/bias",
+        "attention/attention_output/bias",
+        "norm/gamma",
+        "norm/beta",
+        "head/bias",
+    ]
+    assert sorted(shapes) == sorted(decayed + kept)
+    after = {v.path: np.array(v) for v in variables}
+    for path in decayed:  # w - lr * lam * w, with lr = 0.1, lam = 0.5
+        np.testing.assert_allclose(after[path], before[path] - 0.1 * 0.5 * before[path],
+                                   rtol=1e-6, err_msg=path)
+    for path in kept:
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+
+
+def test_include_and_exclude_still_override_the_role_based_default():
+    variables = _attention_model().trainable_variables
+    # With `include`, the patterns alone decide: biases and norm parameters too.
+    assert _decayed_paths(variables, include=["attention/query/*", "norm/gamma"]) == [
+        "attention/query/kernel", "attention/query/bias", "norm/gamma"]
+    assert _decayed_paths(variables, exclude=["embed/*", "attention/*"]) == ["head/kernel"]
+
+
+def test_default_mask_on_a_kerashub_bert_backbone():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=8)
+    variables = backbone.trainable_variables
+    decayed = set(_decayed_paths(variables))
+    blocks = [f"transformer_layer_{i}" for i in range(2)]
+    # The kernels and embeddings, and nothing else.
+    assert decayed == (
+        {"token_embedding/embeddings", "position_embedding/embeddings",
+         "segment_embedding/embeddings", "pooled_dense/kernel"}
+        | {f"{block}/self_attention_layer/{projection}/kernel" for block in blocks
+           for projection in ("query", "key", "value", "attention_output")}
+        | {f"{block}/{dense}/kernel" for block in blocks
+           for dense in ("feedforward_intermediate_dense", "feedforward_output_dense")}
+    )
+    by_name = {}
+    for v in variables:
+        by_name.setdefault(v.path.rsplit("/", 1)[-1], set()).add(v.path)
+    assert set(by_name) == {"kernel", "embeddings", "bias", "gamma", "beta"}
+    assert by_name["kernel"] | by_name["embeddings"] == decayed
+    assert not decayed & (by_name["bias"] | by_name["gamma"] | by_name["beta"])
+    # Among them the 2-D attention biases and every LayerNorm parameter.
+    assert "transformer_layer_0/self_attention_layer/query/bias" in by_name["bias"]
+    assert "embeddings_layer_norm/gamma" in by_name["gamma"]
 
 
 @pytest.mark.parametrize(
@@ -665,6 +872,36 @@ def test_config_round_trip_keeps_every_argument():
     assert plain.include is None and plain.weight_decay == 1e-4
 
 
+def test_a_config_saved_before_the_role_based_mask_still_loads():
+    # `get_config()` of the version whose default mask was `ndim >= 2`.
+    saved = {
+        "module": None,
+        "class_name": "DecoupledWeightDecay",
+        "registered_name": "keras_regkit>DecoupledWeightDecay",
+        "config": {
+            "name": "decoupled_weight_decay",
+            "optimizer": keras.saving.serialize_keras_object(keras.optimizers.SGD(0.1)),
+            "weight_decay": 0.5,
+            "decay_scaling": "learning_rate",
+            "exclude": [],
+            "include": None,
+            "l1": 0.0,
+            "group_l1": 0.0,
+            "toward": "zero",
+        },
+    }
+    optimizer = keras.saving.deserialize_keras_object(json.loads(json.dumps(saved)))
+    assert isinstance(optimizer, DecoupledWeightDecay)
+    config = optimizer.get_config()
+    for key, value in saved["config"].items():
+        if key != "optimizer":
+            assert config[key] == value, key
+    # It gets the role-based default mask: kernels and embeddings only.
+    assert _decayed_paths(_attention_model().trainable_variables, optimizer) == [
+        "embed/embeddings", "attention/query/kernel", "attention/key/kernel",
+        "attention/value/kernel", "attention/attention_output/kernel", "head/kernel"]
+
+
 def test_learning_rate_and_iterations_are_the_inner_optimizers():
     inner = keras.optimizers.Adam(0.01)
     optimizer = DecoupledWeightDecay(inner, 0.1)
@@ -753,13 +990,15 @@ def test_refused_calls_leave_the_inner_optimizer_unchanged():
     inner = keras.optimizers.SGD(0.1)
     config = inner.get_config()
     bad_calls = [
-        {"weight_decay": -1.0},
-        {"weight_decay": 0.1, "toward": "x"},
-        {"weight_decay": 0.1, "clipnorm": 1.0, "gradient_accumulation_steps": 1},
-        {"weight_decay": 0.1, "use_ema": True, "ema_momentum": 5.0},
+        ({"weight_decay": -1.0}, r"Received: weight_decay=-1.0"),
+        ({"weight_decay": 0.1, "toward": "x"}, r"Received: toward='x'"),
+        ({"weight_decay": 0.1, "clipnorm": 1.0, "gradient_accumulation_steps": 1},
+         r"Received: gradient_accumulation_steps=1"),
+        ({"weight_decay": 0.1, "use_ema": True, "ema_momentum": 5.0},
+         r"Received: ema_momentum=5.0"),
     ]
-    for kwargs in bad_calls:
-        with pytest.raises((ValueError, TypeError)):
+    for kwargs, message in bad_calls:
+        with pytest.raises(ValueError, match=message):
             DecoupledWeightDecay(inner, **kwargs)
         assert inner.get_config() == config and not inner.built
     # Forwarding to an optimizer that is built already is refused, too.

@@ -332,6 +332,38 @@ def test_callback_corrects_at_end_of_each_fit():
     assert _relative_error(np.asarray(kernel), factor * sk_coef) < 1e-3
 
 
+def test_callback_undoes_the_correction_before_each_fit():
+    """At learning rate 0 training moves nothing, so only the rescaling shows.
+
+    Each fit must start from the naive weights (1.0) and end corrected once:
+    1.0 * (1 + l2) = 1.5, however many fits; never 1.5 * 1.5 = 2.25.
+    """
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(
+                3,
+                use_bias=False,
+                kernel_initializer="ones",
+                kernel_regularizer=CorrectedElasticNet(l1=0.1, l2=0.5),
+            ),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    kernel = model.layers[0].kernel
+    at_begin = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: at_begin.append(np.array(kernel))
+    )
+    x, y = np.ones((4, 2), "float32"), np.zeros((4, 3), "float32")
+    for _ in range(3):  # the correction runs first: `record` sees its undo
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[ElasticNetCorrection(), record])
+        np.testing.assert_allclose(np.array(kernel), np.full((2, 3), 1.5), rtol=1e-6)
+        assert model.layers[0].kernel_regularizer.correction_applied is True
+    for value in at_begin:
+        np.testing.assert_allclose(value, np.ones((2, 3)), rtol=1e-6)
+
+
 def test_apply_correction_nested_shared_and_frozen():
     shared = CorrectedElasticNet(0.01, 0.25)
     inner = keras.Sequential(
@@ -382,6 +414,92 @@ INVALID = [
     ("0.1", TypeError, "Received: {}='0.1'"),
     (None, TypeError, "Received: {}=None"),
 ]
+
+def np_group_lasso_over(w, factor, axes):
+    """factor * sum of the norms of the slices over `axes`, one slice at a time."""
+    w = np.asarray(w, dtype="float64")
+    others = [a for a in range(w.ndim) if a not in axes]
+    total = 0.0
+    for index in np.ndindex(*[w.shape[a] for a in others]):
+        where = [slice(None)] * w.ndim
+        for a, i in zip(others, index):
+            where[a] = i
+        total += np.sqrt(np.sum(w[tuple(where)] ** 2))
+    return factor * total
+
+
+@pytest.mark.parametrize(
+    "shape, axis, axes",
+    [
+        ((3, 3, 5, 4), [0, 1, 3], (0, 1, 3)),  # Conv2DTranspose: per output channel
+        ((3, 3, 4, 2), [0, 1], (0, 1)),  # DepthwiseConv2D: per (channel, multiplier)
+        ((6, 2, 3), 0, (0,)),  # EinsumDense "abc,cde->abde"
+        ((2, 3, 6), (-3, -2), (0, 1)),  # EinsumDense "abcd,cde->abe"
+        ((4, 3), "auto", (0,)),
+    ],
+)
+def test_group_lasso_axis_matches_numpy(shape, axis, axes):
+    w = _random(shape, seed=4)
+    w[..., 0] = 0.0
+    np.testing.assert_allclose(
+        float(GroupLasso(0.3, axis=axis)(w)), np_group_lasso_over(w, 0.3, axes), rtol=1e-6
+    )
+
+
+def test_group_lasso_axis_by_hand():
+    # Conv2DTranspose kernel (1, 1, out=2, in=2): groups are rows W[0, 0, j, :].
+    w = np.array([[[[3.0, 4.0], [0.0, 1.0]]]], dtype="float32")
+    assert float(GroupLasso(0.5, axis=[0, 1, 3])(w)) == pytest.approx(0.5 * (5 + 1))
+    assert float(GroupLasso(0.5)(w)) == pytest.approx(0.5 * (3 + np.sqrt(17)))
+
+
+@pytest.mark.tensorflow_only
+def test_group_lasso_axis_gradient():
+    w = _random((3, 3, 4, 2), seed=5)
+    w[:, :, 1, 0] = 0.0  # one all-zero group
+    norms = np.sqrt((w.astype("float64") ** 2).sum(axis=(0, 1), keepdims=True))
+    expected = np.where(norms > 0, 0.3 * w / np.where(norms > 0, norms, 1), 0.0)
+    grad = _gradient(GroupLasso(0.3, axis=[0, 1]), w)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+    assert np.all(grad[:, :, 1, 0] == 0.0)
+
+
+def test_group_lasso_axis_out_of_range():
+    with pytest.raises(ValueError, match=r"rank 2. Received: axis=\[0, 2\]"):
+        GroupLasso(0.1, axis=[0, 2])(np.ones((3, 2), "float32"))
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        ("all", ValueError, "Received: axis='all'"),
+        (True, TypeError, "Received: axis=True"),
+        (1.5, TypeError, "Received: axis=1.5"),
+        (None, TypeError, "Received: axis=None"),
+        ([], TypeError, r"Received: axis=\[\]"),
+        ((1, 1), ValueError, r"must not repeat an axis. Received: axis=\(1, 1\)"),
+    ],
+)
+def test_group_lasso_invalid_axis(value, error, message):
+    with pytest.raises(error, match=message):
+        GroupLasso(axis=value)
+
+
+def test_group_lasso_config_with_axis_and_old_config():
+    assert GroupLasso(0.75).get_config() == {"factor": 0.75, "axis": "auto"}
+    reg = GroupLasso(0.5, axis=(0, 1, np.int64(3)))
+    assert reg.get_config() == {"factor": 0.5, "axis": [0, 1, 3]}
+    restored = helpers.config_round_trip(reg)
+    w = _random((3, 3, 5, 4))
+    assert float(restored(w)) == float(reg(w))
+    # A config saved before `axis` existed loads with axis="auto".
+    old = keras.saving.deserialize_keras_object(
+        {"module": None, "class_name": "GroupLasso",
+         "registered_name": "keras_regkit>GroupLasso", "config": {"factor": 0.75}}
+    )
+    assert isinstance(old, GroupLasso) and old.axis == "auto"
+    assert float(old(w)) == pytest.approx(np_group_lasso(w, 0.75), rel=1e-6)
+
 
 CONSTRUCTORS = [
     (L1, "l1"),
@@ -452,6 +570,7 @@ def test_invalid_correction_applied(value):
         CorrectedElasticNet(0.5, 0.25),
         CorrectedElasticNet(0.5, 0.25, correction_applied=True),
         GroupLasso(0.75),
+        GroupLasso(0.75, axis=[0, 1]),
         ElasticNetCorrection(),
     ],
 )
@@ -471,7 +590,7 @@ def test_keras_save_load_in_fresh_process(tmp_path):
         "l2": L2(0.02),
         "en": ElasticNet.from_mix(0.03, 0.25),
         "cen": CorrectedElasticNet(0.01, 0.2),
-        "gl": GroupLasso(0.05),
+        "gl": GroupLasso(0.05, axis=[0, 1]),
     }
     inputs = keras.Input((6, 6, 2))
     h = keras.layers.Conv2D(

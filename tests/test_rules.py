@@ -283,7 +283,9 @@ def test_layer_without_config_setting_warns_but_penalizes():
             return x * self.kernel
 
     model = keras.Sequential([keras.Input((3,)), Scale(name="scale")])
-    with pytest.warns(UserWarning, match="kernel_regularizer.*will not keep it"):
+    with pytest.warns(
+        keras_regkit.RulesNeedRestoreWarning, match=r"scale/variable.*no `<weight>_regularizer`"
+    ):
         keras_regkit.regularize(model, {"scale": L2(0.5)})
     np.testing.assert_allclose(_losses(model), [0.5 * 3], rtol=1e-6)
 
@@ -321,9 +323,14 @@ def test_missing_weight_names_layer_and_target():
     no_bias = _mlp(use_bias=False)
     with pytest.raises(ValueError, match="Layer 'out'.*no 'bias' weight.*target='bias'"):
         keras_regkit.constrain(no_bias, {"out": MaxNorm(1.0)}, target="bias")
-    # A nested model selected as a whole has no kernel of its own.
-    with pytest.raises(ValueError, match="Layer 'block'.*no 'kernel' weight"):
-        keras_regkit.regularize(_nested_model(), {keras.Model: L2(0.1)})
+    # A nested model selected as a whole stands for the layers inside it ...
+    nested = keras_regkit.regularize(_nested_model(), {"block": L2(0.1)})
+    block = nested.get_layer("block")
+    assert [type(v.regularizer) for v in block.weights] == [L2, type(None)] * 2
+    assert nested.get_layer("head").kernel.regularizer is None
+    # ... and raises, naming it, when none of them has the weight.
+    with pytest.raises(ValueError, match="Layer 'block'.*no 'embeddings' weight"):
+        keras_regkit.regularize(_nested_model(), {keras.Model: L2(0.1)}, target="embeddings")
 
 
 @pytest.mark.parametrize("value", ["l2", lambda w: 0.0, 0.01, MaxNorm(1.0)])
@@ -395,18 +402,24 @@ class _Broken(keras.regularizers.Regularizer):
 
 
 @pytest.mark.parametrize(
-    "kind, second_rule, target, error",
+    "kind, second_rule, target, error, message",
     [
-        ("regularize", ("nothing*", L2(0.3)), "kernel", ValueError),
-        ("regularize", ("out", "l2"), "kernel", TypeError),
-        ("regularize", (3.5, L2(0.3)), "kernel", TypeError),
-        ("regularize", ("out", _Broken()), "kernel", ValueError),
-        ("regularize", ("out", L2(0.3)), ["kernel", "embeddings"], ValueError),
-        ("constrain", ("out", MaxNorm(1.0, axis=3)), "kernel", ValueError),
-        ("constrain", ("nothing*", MaxNorm(1.0)), "kernel", ValueError),
+        ("regularize", ("nothing*", L2(0.3)), "kernel", ValueError,
+         r"^Rule 'nothing\*' of `rules` matches no layer"),
+        ("regularize", ("out", "l2"), "kernel", TypeError,
+         r"^The value of rule 'out' must be a `keras.regularizers.Regularizer`.*Received: 'l2'"),
+        ("regularize", (3.5, L2(0.3)), "kernel", TypeError, r"Received: selector=3.5"),
+        ("regularize", ("out", _Broken()), "kernel", ValueError,
+         r"for 'kernel' of layer 'out' .* failed on a zero tensor.*RuntimeError: boom"),
+        ("regularize", ("out", L2(0.3)), ["kernel", "embeddings"], ValueError,
+         r"^Layer 'out' \(Dense, selected by rule 'out'\) has no 'embeddings' weight"),
+        ("constrain", ("out", MaxNorm(1.0, axis=3)), "kernel", ValueError,
+         r"for 'kernel' of layer 'out' .* Received: axis=3"),
+        ("constrain", ("nothing*", MaxNorm(1.0)), "kernel", ValueError,
+         r"^Rule 'nothing\*' of `rules` matches no layer"),
     ],
 )
-def test_a_failing_rule_leaves_the_model_unchanged(kind, second_rule, target, error):
+def test_a_failing_rule_leaves_the_model_unchanged(kind, second_rule, target, error, message):
     model = _mlp()
     # Existing settings that the failing call would have replaced or removed.
     keras_regkit.regularize(model, {"hidden_2": L1(0.01)})
@@ -414,8 +427,13 @@ def test_a_failing_rule_leaves_the_model_unchanged(kind, second_rule, target, er
     before = _state(model)
     losses = _losses(model)
     apply = getattr(keras_regkit, kind)
-    first = ("hidden_*", L2(0.2) if kind == "regularize" else MaxNorm(1.0))
-    with pytest.raises(error):
+    # A valid first rule that would change the model. It selects variables by
+    # path, which `target` does not restrict, so it stays valid when `target`
+    # names a weight that only the second rule's layer lacks; `message` checks
+    # that the second rule is the one refused.
+    first = ("hidden_*/kernel", L2(0.2) if kind == "regularize" else MaxNorm(1.0))
+    apply(_mlp("copy"), [first], target=target)  # valid on its own
+    with pytest.raises(error, match=message):
         apply(model, [first, second_rule], target=target)
     assert _state(model) == before
     assert _losses(model) == losses
@@ -500,6 +518,82 @@ def test_sparsity_counts_match_numpy():
     assert total["fraction"] == pytest.approx(np.mean(everything == 0))
     assert total["zero_units"] == body[0]["zero_units"] + body[2]["zero_units"]
     assert len(lines) == 1 + len(rows) and lines[-1].startswith("(total)")
+
+
+class _Scale(keras.layers.Layer):
+    """A layer with a 0-D trainable weight (which `sparsity` leaves out)."""
+
+    def build(self, input_shape):
+        self.factor = self.add_weight(shape=(), initializer="ones", name="factor")
+
+    def call(self, x):
+        return x * self.factor
+
+
+def test_sparsity_counts_units_of_each_layer_kind_like_numpy():
+    inputs = keras.Input((6, 6, 2))
+    x = Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
+    x = keras.layers.Conv2DTranspose(3, 3, padding="same", name="up")(x)
+    x = keras.layers.SeparableConv2D(5, 3, padding="same", name="sep")(x)
+    x = keras.layers.Reshape((36, 5))(x)
+    x = keras.layers.EinsumDense("abc,cde->abde", output_shape=(36, 2, 3), name="einsum")(x)
+    x = Dense(3, name="fc")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, _Scale(name="scale")(x), name="kinds")
+    # The axes of one unit's fan-in, by layer kind, and one unit to zero (its
+    # index on the other axes): written here from the kernels' layouts.
+    kernels = {
+        "conv/kernel": ((0, 1, 2), (3,)),  # (3, 3, in, out): a filter
+        "dw/kernel": ((0, 1), (1, 1)),  # (3, 3, in, multiplier): a (channel, multiplier)
+        "up/kernel": ((0, 1, 3), (2,)),  # (3, 3, out, in): an output channel
+        "sep/depthwise_kernel": ((0, 1), (2, 0)),
+        "sep/pointwise_kernel": ((0, 1, 2), (4,)),
+        "einsum/kernel": ((0,), (1, 2)),  # "cde": c is contracted, (d, e) is a unit
+        "fc/kernel": ((0,), (2,)),
+    }
+    rng = _rng(5)
+    arrays = {}
+    for variable in model.trainable_weights:
+        w = rng.normal(size=variable.shape) * (rng.random(variable.shape) < 0.6)
+        name = "/".join(variable.path.split("/")[-2:])  # layer/weight
+        if name in kernels:
+            axes, unit = kernels[name]
+            index = [slice(None)] * w.ndim
+            for axis, i in zip([a for a in range(w.ndim) if a not in axes], unit):
+                index[axis] = i
+            w[tuple(index)] = 0.0
+        variable.assign(w.astype("float32"))
+        arrays[name] = w
+
+    lines = []
+    rows = keras_regkit.sparsity(model, print_fn=lines.append)
+    body, total = rows[:-1], rows[-1]
+    by_name = {"/".join(row["variable"].split("/")[-2:]): row for row in body}
+    assert "scale/factor" in arrays and set(by_name) == set(arrays) - {"scale/factor"}
+    expected_units = expected_dead = 0
+    for name, row in by_name.items():
+        w = arrays[name]
+        assert (row["shape"], row["size"]) == (w.shape, w.size)
+        assert row["zeros"] == np.sum(w == 0)
+        assert row["fraction"] == pytest.approx(np.mean(w == 0))
+        if w.ndim == 1:
+            assert row["units"] is None and row["zero_units"] is None, name
+            continue
+        dead = np.all(w == 0, axis=kernels[name][0])
+        assert (row["units"], row["zero_units"]) == (dead.size, np.sum(dead)), name
+        assert row["zero_units"] >= 1  # the planted unit
+        expected_units += dead.size
+        expected_dead += np.sum(dead)
+    everything = np.concatenate([arrays[name].ravel() for name in by_name])
+    assert (total["size"], total["zeros"]) == (everything.size, np.sum(everything == 0))
+    assert total["fraction"] == pytest.approx(np.mean(everything == 0))
+    assert (total["units"], total["zero_units"]) == (expected_units, expected_dead)
+    # The printed table: size, zeros and zero units/units at the end of each line.
+    assert len(lines) == 1 + len(rows)
+    for line, row in zip(lines[1:], rows):
+        units = "-" if row["units"] is None else f"{row['zero_units']}/{row['units']}"
+        size, zeros, _, printed_units = line.split()[-4:]
+        assert (int(size), int(zeros), printed_units) == (row["size"], row["zeros"], units)
 
 
 # --- a pretrained-style application model ------------------------------------------

@@ -1,0 +1,291 @@
+"""Rules inside composite layers: selection, units, and persistence through `.keras` files.
+
+Composite layers (Keras's `MultiHeadAttention`, KerasHub blocks, user-written
+layers with sub-layers) hold their weights in inner layers that a parent
+rebuilds from constructor arguments when a model is loaded. The expected
+values are written here with NumPy.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regkit
+from keras_regkit import L1
+from keras_regkit import L2
+from keras_regkit import MaxNorm
+from tests import helpers
+from tests.helpers import ResidualBlock
+
+
+def _randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+
+
+def _attention_model():
+    """Functional: Dense -> ResidualBlock -> MultiHeadAttention -> Dense."""
+    inputs = keras.Input((3, 4))
+    x = keras.layers.Dense(4, name="embed")(inputs)
+    x = ResidualBlock(4, name="block")(x)
+    x = keras.layers.MultiHeadAttention(2, 2, name="attention")(x, x)
+    outputs = keras.layers.Dense(1, name="head")(x)
+    model = keras.Model(inputs, outputs, name="net")
+    _randomize(model)
+    return model
+
+
+def _kernels(model):
+    return [v for v in model.weights if v.name == "kernel"]
+
+
+def _l2(variables, factor):
+    return sum(factor * float(np.sum(np.square(np.asarray(v)))) for v in variables)
+
+
+def _quiet(function, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", keras_regkit.RulesNeedRestoreWarning)
+        return function(*args, **kwargs)
+
+
+# --- selection reaches the layers inside composite layers --------------------
+
+
+def test_class_selector_reaches_attention_projections_and_block_layers():
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {
+        (keras.layers.Dense, keras.layers.EinsumDense): L2(0.01)})
+    kernels = _kernels(model)
+    # embed, block/inner, block/outer, query, key, value, attention_output, head
+    assert len(kernels) == 8
+    assert all(isinstance(v.regularizer, L2) for v in kernels)
+    assert len(model.losses) == 8  # each penalty once
+    np.testing.assert_allclose(float(sum(model.losses)), _l2(kernels, 0.01), rtol=1e-5)
+
+
+def test_selecting_a_composite_layer_rules_every_weight_inside_it():
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {"attention": L1(0.1)}, target=["kernel", "bias"])
+    inside = [v for v in model.weights if v.path.startswith("attention/")]
+    assert len(inside) == 8
+    assert all(isinstance(v.regularizer, L1) for v in inside)
+    outside = [v for v in model.weights if not v.path.startswith("attention/")]
+    assert all(getattr(v, "regularizer", None) is None for v in outside)
+    expected = sum(0.1 * float(np.sum(np.abs(np.asarray(v)))) for v in inside)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+
+
+def test_variable_path_selector_with_repeating_inner_names():
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {
+        "*/attention/*/kernel": L2(0.5),
+        "*/attention/query/kernel": None,  # later rules win
+        "block/inner/kernel": L2(0.25),
+    })
+    chosen = {v.path: type(v.regularizer).__name__ for v in model.weights
+              if getattr(v, "regularizer", None) is not None}
+    assert chosen == {
+        "attention/key/kernel": "L2",
+        "attention/value/kernel": "L2",
+        "attention/attention_output/kernel": "L2",
+        "block/inner/kernel": "L2",
+    }
+    with pytest.raises(ValueError, match=r"'\*/attn/\*' of `rules`.*matches no variable"):
+        keras_regkit.regularize(model, {"*/attn/*": L2(0.1)})
+
+
+def test_kernels_target_covers_every_kind_of_kernel_and_embeddings_opt_in():
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(10, 4, name="embedding")(inputs)
+    x = keras.layers.Reshape((6, 1, 4))(x)
+    x = keras.layers.SeparableConv2D(4, (3, 1), padding="same", name="separable")(x)
+    x = keras.layers.DepthwiseConv2D((3, 1), padding="same", name="depthwise")(x)
+    x = keras.layers.Conv2DTranspose(2, (3, 1), padding="same", name="transposed")(x)
+    x = keras.layers.Reshape((6, 2))(x)
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(6, 3), name="einsum")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+    keras_regkit.regularize(model, {"*": L2(0.1)}, target="kernels")
+    ruled = sorted(v.path for v in model.weights if getattr(v, "regularizer", None))
+    assert ruled == sorted([
+        "separable/depthwise_kernel", "separable/pointwise_kernel",
+        "depthwise/kernel", "transposed/kernel", "einsum/kernel", "head/kernel"])
+    keras_regkit.regularize(model, {"*": L2(0.1)}, target=["kernels", "embeddings"])
+    assert isinstance(model.get_layer("embedding").embeddings.regularizer, L2)
+    # The configs of a functional model's layers carry the kernels' rules.
+    config = model.get_layer("separable").get_config()
+    assert config["depthwise_regularizer"]["config"] == {"l2": 0.1}
+    assert config["pointwise_regularizer"]["config"] == {"l2": 0.1}
+    with pytest.raises(ValueError, match=r"none of which holds a kernel.*target='kernels'"):
+        keras_regkit.regularize(model, {keras.layers.Flatten: L2(0.1)}, target="kernels")
+
+
+def test_summary_lists_the_inner_variables():
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {keras.layers.EinsumDense: L2(0.01)})
+    rows = keras_regkit.summary(model, print_fn=None)
+    assert [(row["layer"], row["variable"]) for row in rows] == [
+        ("query", "attention/query/kernel"),
+        ("key", "attention/key/kernel"),
+        ("value", "attention/value/kernel"),
+        ("attention_output", "attention/attention_output/kernel"),
+    ]
+    inner = [v for v in model.weights if v.path.startswith("attention/") and v.name == "kernel"]
+    np.testing.assert_allclose(sum(r["penalty"] for r in rows), _l2(inner, 0.01), rtol=1e-5)
+
+
+# --- the unit follows the layer ------------------------------------------------
+
+
+def test_constrain_projects_each_depthwise_filter_on_its_own():
+    inputs = keras.Input((5, 5, 4))
+    layer = keras.layers.DepthwiseConv2D(3, name="dw")
+    model = keras.Model(inputs, layer(inputs))
+    layer.kernel.assign(np.ones((3, 3, 4, 1), "float32"))
+    keras_regkit.constrain(model, {"dw": MaxNorm(1.0)})
+    projected = np.asarray(layer.kernel.constraint(layer.kernel))
+    # Each channel's 3x3 filter of ones has norm 3: scaled by 1/3, to norm 1.
+    np.testing.assert_allclose(np.linalg.norm(projected[:, :, :, 0].reshape(9, 4), axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(projected, np.full((3, 3, 4, 1), 1.0 / 3.0), rtol=1e-6)
+
+
+def test_constrain_bounds_each_output_channel_of_a_transposed_convolution():
+    inputs = keras.Input((4, 4, 3))
+    layer = keras.layers.Conv2DTranspose(2, 3, name="up")
+    model = keras.Model(inputs, layer(inputs))
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 2, 3)).astype("float32") * 3
+    layer.kernel.assign(kernel)
+    keras_regkit.constrain(model, {"up": MaxNorm(1.0)})
+    projected = np.asarray(layer.kernel.constraint(layer.kernel))
+    # Kernel (rows, cols, out, in): one output unit is projected[:, :, j, :].
+    norms = np.sqrt(np.sum(np.square(projected), axis=(0, 1, 3)))
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    expected = kernel / np.sqrt(np.sum(np.square(kernel), axis=(0, 1, 3), keepdims=True))
+    np.testing.assert_allclose(projected, expected, rtol=1e-5)
+
+
+def test_constrain_uses_the_output_axes_of_attention_projections():
+    model = _attention_model()
+    _quiet(keras_regkit.constrain, model, {"*/attention/query/kernel": MaxNorm(0.5)})
+    query = next(v for v in model.weights if v.path == "attention/query/kernel")
+    assert query.constraint.axis == [0]  # "abc,cde->abde": kernel cde, reduce over c
+    value = np.asarray(query)
+    projected = np.asarray(query.constraint(query))
+    norms = np.sqrt(np.sum(np.square(value), axis=0, keepdims=True))
+    expected = np.where(norms > 0.5, value * 0.5 / norms, value)
+    np.testing.assert_allclose(projected, expected, rtol=1e-5)
+
+
+# --- persistence -----------------------------------------------------------------
+
+
+def test_rules_inside_rebuilt_layers_warn_at_regularize_time():
+    model = _attention_model()
+    with pytest.warns(keras_regkit.RulesNeedRestoreWarning, match=r"block/inner/kernel") as caught:
+        keras_regkit.regularize(model, {keras.layers.Dense: L2(0.01)})
+    assert "keras_regkit.load_model" in str(caught[0].message)
+    # Layers that a functional model rebuilds from their own config: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_regkit.regularize(model, {"head": L2(0.01), "embed": L2(0.01)})
+
+
+def test_a_regularizer_that_cannot_be_stored_warns():
+    class Unregistered(keras.regularizers.Regularizer):
+        def __call__(self, x):
+            return 0.5 * keras.ops.sum(x)
+
+    model = _attention_model()
+    with pytest.warns(UserWarning, match=r"'head/kernel'.*cannot be stored in a `.keras` file"):
+        keras_regkit.regularize(model, {"head": Unregistered()})
+    assert len(model.losses) == 1
+
+
+def test_fresh_process_reload_keeps_every_rule_and_the_total_penalty(tmp_path):
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {
+        (keras.layers.Dense, keras.layers.EinsumDense): L2(0.01),
+        "*/attention/value/kernel": L1(0.02),
+        "head": None,
+    })
+    _quiet(keras_regkit.constrain, model, {"*/attention/query/kernel": MaxNorm(0.5)})
+    _quiet(keras_regkit.regularize, model, {"block": L2(0.03)}, target="bias")
+    expected = {v.path: (type(v.regularizer).__name__, float(v.regularizer(v)))
+                for v in model.weights if getattr(v, "regularizer", None) is not None}
+    assert len(expected) == 9  # embed, inner, outer, q, k, v, o kernels + 2 block biases
+    path = tmp_path / "model.keras"
+    model.save(path)
+    out = helpers.run_python(f"""
+        import json, keras, numpy as np
+        import keras_regkit, tests.helpers  # registers our classes and ResidualBlock
+        plain = keras.saving.load_model({str(path)!r}, safe_mode=True)
+        model = keras_regkit.load_model({str(path)!r}, safe_mode=True)
+        rules = {{v.path: [type(v.regularizer).__name__, float(v.regularizer(v))]
+                  for v in model.weights if getattr(v, "regularizer", None) is not None}}
+        query = [v for v in model.weights if v.path == "attention/query/kernel"][0]
+        print(json.dumps({{"plain": len(plain.losses), "losses": len(model.losses),
+                          "total": float(sum(model.losses)), "rules": rules,
+                          "constraint": query.constraint.get_config()}}))
+        model.save({str(tmp_path / "again.keras")!r})  # a second generation keeps them
+        again = keras_regkit.load_model({str(tmp_path / "again.keras")!r})
+        print(len(again.losses))
+    """)
+    result, again = out.strip().splitlines()[-2:]
+    import json
+
+    result = json.loads(result)
+    assert result["plain"] == 1  # only embed's config survives plain keras.saving
+    assert result["losses"] == 9 and int(again) == 9
+    assert {k: v[0] for k, v in result["rules"].items()} == {k: v[0] for k, v in expected.items()}
+    for key, (_, penalty) in expected.items():
+        np.testing.assert_allclose(result["rules"][key][1], penalty, rtol=1e-5)
+    np.testing.assert_allclose(
+        result["total"], sum(p for _, p in expected.values()), rtol=1e-5)
+    assert result["constraint"] == {"max_value": 0.5, "axis": [0]}
+
+
+def test_restore_rules_refuses_a_model_that_does_not_match(tmp_path):
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {"*/attention/*/kernel": L2(0.01)})
+    path = tmp_path / "model.keras"
+    model.save(path)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    with pytest.raises(ValueError, match="4 rule\\(s\\) stored in .* does not have"):
+        keras_regkit.restore_rules(other, path)
+    assert other.get_layer("d").kernel.regularizer is None
+    with pytest.raises(ValueError, match="must be a `.keras` file"):
+        keras_regkit.restore_rules(model, tmp_path)
+
+
+def test_plain_keras_still_loads_a_file_with_stored_rules(tmp_path):
+    model = _attention_model()
+    _quiet(keras_regkit.regularize, model, {"*/attention/*/kernel": L2(0.01)})
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(2).normal(size=(2, 3, 4)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+
+
+def test_group_prox_uses_the_unit_that_regularize_attached():
+    inputs = keras.Input((4, 4, 2))
+    layer = keras.layers.DepthwiseConv2D(3, use_bias=False, name="dw")
+    model = keras.Model(inputs, layer(inputs))
+    kernel = np.stack([np.full((3, 3), 1.0), np.full((3, 3), 0.1)], axis=2)[..., None]
+    layer.kernel.assign(kernel.astype("float32"))  # filter norms 3 and 0.3
+    keras_regkit.regularize(model, {"dw": keras_regkit.GroupLasso(0.0)})
+    assert layer.kernel.regularizer.axis == [0, 1]
+    learning_rate, group_l1 = 0.5, 1.0
+    optimizer = keras_regkit.DecoupledWeightDecay(
+        keras.optimizers.SGD(learning_rate), weight_decay=0.0, group_l1=group_l1)
+    optimizer.apply([np.zeros_like(kernel, dtype="float32")], [layer.kernel])
+    # Each channel's filter is its own group: w_j * max(0, 1 - lr * g / ||w_j||).
+    norms = np.sqrt(np.sum(kernel ** 2, axis=(0, 1), keepdims=True))
+    expected = kernel * np.maximum(0.0, 1 - learning_rate * group_l1 / norms)
+    np.testing.assert_allclose(np.asarray(layer.kernel), expected, rtol=1e-6)
+    assert np.all(np.asarray(layer.kernel)[:, :, 1] == 0)  # the small filter is zeroed
