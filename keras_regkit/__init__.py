@@ -11,6 +11,7 @@ from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import reports
 from keras_regkit import rules
+from keras_regkit import sam
 from keras_regkit import saving
 from keras_regkit.constraints import MaxNorm
 from keras_regkit.dropout import dropout_plan
@@ -27,6 +28,7 @@ from keras_regkit.regularizers import GroupLasso
 from keras_regkit.regularizers import apply_elastic_net_correction
 from keras_regkit.rules import constrain
 from keras_regkit.rules import regularize
+from keras_regkit.sam import SharpnessAwareMinimization
 from keras_regkit.saving import RulesNeedRestoreWarning
 from keras_regkit.saving import load_model
 from keras_regkit.saving import restore_rules
@@ -45,6 +47,7 @@ __all__ = [
     "GroupLasso",
     "MaxNorm",
     "RulesNeedRestoreWarning",
+    "SharpnessAwareMinimization",
     "apply_elastic_net_correction",
     "constrain",
     "constraints",
@@ -60,6 +63,7 @@ __all__ = [
     "reports",
     "restore_rules",
     "rules",
+    "sam",
     "saving",
     "sparsity",
     "summary",

@@ -1,0 +1,133 @@
+"""Training-step time of SharpnessAwareMinimization against a plain step, side by side.
+
+Both arms train the CIFAR-10 baseline's VGG-like network
+(`keras_regkit.baselines.cifar10.build_vgg_like()`: two conv blocks, L2 1e-4
+on the conv kernels, VGG dropout) with Adam 1e-3 on the same random batches.
+The arms are timed interleaved (A B A B ..., alternating which goes first) in
+one process, and the table reports the median of the per-round ratios
+SAM / plain. SAM runs two forward and backward passes per step, so the floor
+is about 2x; the rest is its overhead (the perturbation, the norm, the
+snapshot of the non-trainable state).
+
+Rows:
+  sam     SharpnessAwareMinimization(model, rho=0.05)
+  asam    SharpnessAwareMinimization(model, rho=0.5, adaptive=True)
+  sam-m2  SharpnessAwareMinimization(model, rho=0.05, num_batch_splits=2)
+
+Usage:
+    python benchmarks/sam_step_time.py [--rounds 11] [--steps 10] [--batch-size 128]
+
+Input batches are random tensors of CIFAR-10's shape: step time does not
+depend on pixel values.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_regkit  # noqa: E402
+from keras_regkit.baselines.cifar10 import build_vgg_like  # noqa: E402
+
+ROWS = {
+    "sam": ("SAM(rho=0.05) / plain", {"rho": 0.05}),
+    "asam": ("ASAM(rho=0.5) / plain", {"rho": 0.5, "adaptive": True}),
+    "sam-m2": ("SAM(rho=0.05, num_batch_splits=2) / plain",
+               {"rho": 0.05, "num_batch_splits": 2}),
+}
+
+
+def _trainer(sam_kwargs, x, y, jit_compile):
+    keras.utils.set_random_seed(0)
+    model = build_vgg_like()
+    if sam_kwargs is not None:
+        model = keras_regkit.SharpnessAwareMinimization(model, **sam_kwargs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=jit_compile,
+    )
+    model.train_on_batch(x, y)  # trace and build outside the timing
+
+    def run(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return (time.perf_counter() - start) / steps
+
+    return run, model.jit_compile
+
+
+def measure(row, rounds, steps, batch_size, jit_compile):
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, size=(batch_size,))
+    sam, sam_jit = _trainer(ROWS[row][1], x, y, jit_compile)
+    plain, plain_jit = _trainer(None, x, y, jit_compile)
+    sam(2), plain(2)  # warm caches
+    ratios, sam_times, plain_times = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b, a = plain(steps), sam(steps)
+        else:
+            a, b = sam(steps), plain(steps)
+        sam_times.append(a)
+        plain_times.append(b)
+        ratios.append(a / b)
+    return {
+        "ratio": statistics.median(ratios),
+        "sam_ms": 1000 * statistics.median(sam_times),
+        "plain_ms": 1000 * statistics.median(plain_times),
+        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
+        "jit": (sam_jit, plain_jit),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    args = parser.parse_args(argv)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+
+    backend_version = ""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        backend_version = f"TensorFlow {tf.__version__}"
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        backend_version = f"JAX {jax.__version__} ({jax.devices()[0].platform})"
+    print(
+        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}, {backend_version}, "
+        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
+    )
+    print(
+        f"# rounds={args.rounds} steps/round={args.steps} "
+        f"batch={args.batch_size} jit_compile={args.jit_compile}; VGG-like, Adam 1e-3"
+    )
+    print("| comparison | SAM ms/step | plain ms/step | median ratio | IQR of ratio | XLA (SAM, plain) |")
+    print("|---|---|---|---|---|---|")
+    for row in args.rows:
+        result = measure(row, args.rounds, args.steps, args.batch_size, jit)
+        low, high = result["ratio_iqr"]
+        print(
+            f"| {ROWS[row][0]} | {result['sam_ms']:.1f} | {result['plain_ms']:.1f} "
+            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} | {result['jit']} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
