@@ -7,9 +7,11 @@ models load with `keras.saving.load_model` and no `custom_objects`.
 
 from keras_regkit import constraints
 from keras_regkit import dropout
+from keras_regkit import layers
 from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import reports
+from keras_regkit import residual
 from keras_regkit import rules
 from keras_regkit import sam
 from keras_regkit import saving
@@ -17,6 +19,9 @@ from keras_regkit.constraints import MaxNorm
 from keras_regkit.dropout import dropout_plan
 from keras_regkit.dropout import insert_dropout
 from keras_regkit.dropout import remove_dropout
+from keras_regkit.layers import DropBlock2D
+from keras_regkit.layers import DropBlockSchedule
+from keras_regkit.layers import DropPath
 from keras_regkit.optimizers import DecoupledWeightDecay
 from keras_regkit.optimizers import normalized_weight_decay
 from keras_regkit.regularizers import L1
@@ -26,6 +31,12 @@ from keras_regkit.regularizers import ElasticNet
 from keras_regkit.regularizers import ElasticNetCorrection
 from keras_regkit.regularizers import GroupLasso
 from keras_regkit.regularizers import apply_elastic_net_correction
+from keras_regkit.residual import dropblock_plan
+from keras_regkit.residual import droppath_plan
+from keras_regkit.residual import insert_dropblock
+from keras_regkit.residual import insert_droppath
+from keras_regkit.residual import remove_dropblock
+from keras_regkit.residual import remove_droppath
 from keras_regkit.rules import constrain
 from keras_regkit.rules import regularize
 from keras_regkit.sam import SharpnessAwareMinimization
@@ -42,6 +53,9 @@ __all__ = [
     "L2",
     "CorrectedElasticNet",
     "DecoupledWeightDecay",
+    "DropBlock2D",
+    "DropBlockSchedule",
+    "DropPath",
     "ElasticNet",
     "ElasticNetCorrection",
     "GroupLasso",
@@ -51,16 +65,24 @@ __all__ = [
     "apply_elastic_net_correction",
     "constrain",
     "constraints",
+    "dropblock_plan",
     "dropout",
     "dropout_plan",
+    "droppath_plan",
+    "insert_dropblock",
     "insert_dropout",
+    "insert_droppath",
+    "layers",
     "load_model",
     "normalized_weight_decay",
     "optimizers",
     "regularize",
     "regularizers",
+    "remove_dropblock",
     "remove_dropout",
+    "remove_droppath",
     "reports",
+    "residual",
     "restore_rules",
     "rules",
     "sam",

@@ -47,3 +47,6 @@ def pytest_configure(config):
         "markers",
         "tensorflow_only: uses tf.data, tfds or tf.distribute; skipped on other backends",
     )
+    config.addinivalue_line(
+        "markers", "slow: builds keras.applications networks; deselect with -m 'not slow'",
+    )

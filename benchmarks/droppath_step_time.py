@@ -1,0 +1,115 @@
+"""Training-step cost of DropPath (and DropBlock) inserted into ResNet50.
+
+Builds `keras.applications.ResNet50(weights=None)` on small images, and
+copies of it with `keras_regkit.insert_droppath(model, 0.1)` (16 DropPath
+layers, one per residual branch) and, with `--dropblock`, with
+`keras_regkit.insert_dropblock(model, 0.1, block_size=3)` (36 DropBlock2D
+layers in groups 3 and 4). Each arm trains on the same random batch; the arms
+are timed interleaved (A B A B ..., alternating who goes first) in one
+process, and the table reports the median of the per-round ratios
+with / without, so machine noise hits both arms alike.
+
+Usage:
+    python benchmarks/droppath_step_time.py [--rounds 9] [--steps 5]
+        [--image-size 64] [--batch-size 16] [--dropblock]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_regkit  # noqa: E402
+
+
+def _trainer(model, x, y, jit_compile):
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    model.train_on_batch(x, y)  # trace and build outside the timing
+
+    def run(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def measure(with_layers, without, rounds, steps):
+    with_layers(1), without(1)  # warm caches
+    ratios, with_times, without_times = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b, a = without(steps), with_layers(steps)
+        else:
+            a, b = with_layers(steps), without(steps)
+        with_times.append(a)
+        without_times.append(b)
+        ratios.append(a / b)
+    return {
+        "ratio": statistics.median(ratios),
+        "with_ms": 1000 * statistics.median(with_times),
+        "without_ms": 1000 * statistics.median(without_times),
+        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dropblock", action="store_true",
+                        help="also time insert_dropblock(model, 0.1, block_size=3)")
+    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    args = parser.parse_args(argv)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    shape = (args.image_size, args.image_size, 3)
+    base = keras.applications.ResNet50(weights=None, input_shape=shape, classes=10)
+    arms = {"without": base,
+            "DropPath": keras_regkit.insert_droppath(base, max_rate=0.1, seed=0)}
+    if args.dropblock:
+        arms["DropBlock2D"] = keras_regkit.insert_dropblock(base, 0.1, block_size=3, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.batch_size,) + shape).astype("float32")
+    y = rng.integers(0, 10, size=(args.batch_size,))
+    runs = {name: _trainer(model, x, y, jit) for name, model in arms.items()}
+
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    print(
+        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, devices {devices}; "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
+    )
+    print(
+        f"# ResNet50(weights=None) {args.image_size}x{args.image_size}x3, 10 classes, "
+        f"batch={args.batch_size}, SGD; rounds={args.rounds} steps/round={args.steps} "
+        f"jit_compile={args.jit_compile}"
+    )
+    print("| inserted | layers | with ms/step | without ms/step | median ratio | IQR of ratio |")
+    print("|---|---|---|---|---|---|")
+    for name in [name for name in arms if name != "without"]:
+        count = sum(type(layer).__name__ == name for layer in arms[name].layers)
+        result = measure(runs[name], runs["without"], args.rounds, args.steps)
+        low, high = result["ratio_iqr"]
+        print(
+            f"| {name} | {count} | {result['with_ms']:.1f} | {result['without_ms']:.1f} "
+            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

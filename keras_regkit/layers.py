@@ -1,0 +1,304 @@
+"""Regularization layers of our own: `DropPath` and `DropBlock2D`.
+
+`DropPath` is stochastic depth (Huang et al., 2016): it zeroes a whole
+residual branch for some samples of a batch. `DropBlock2D` is DropBlock
+(Ghiasi et al., 2018): it zeroes contiguous squares of feature maps.
+`DropBlockSchedule` ramps DropBlock's rate up linearly during training, as
+the paper does. Both layers are identities in inference and draw their
+randomness from a `keras.random.SeedGenerator`, so a `seed` makes them
+reproducible; the math is `keras.ops`, so they run on every Keras backend.
+
+To put them into a built residual network (ResNet, MobileNetV2,
+EfficientNet, ConvNeXt, your own), see `keras_regkit.residual`.
+
+Reference: Huang et al., "Deep networks with stochastic depth", ECCV 2016;
+Ghiasi et al., "DropBlock: a regularization method for convolutional
+networks", NeurIPS 2018.
+"""
+
+import keras
+from keras import ops
+
+from keras_regkit import _selectors
+from keras_regkit import _validation
+
+__all__ = ["DropBlock2D", "DropBlockSchedule", "DropPath"]
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class DropPath(keras.layers.Layer):
+    r"""Stochastic depth: drops a residual branch for whole samples.
+
+    Put it on the residual branch of a block, just before the branch is added
+    to the shortcut (`x + DropPath(rate)(branch(x))`). In training, each
+    sample's input is zeroed with probability `rate`, independently of the
+    other samples, and the samples kept are scaled by `1 / (1 - rate)`, so the
+    expected output equals the input:
+
+        output[i] = inputs[i] * keep[i] * (1 / (1 - rate)),  keep[i] ~ Bernoulli(1 - rate)
+
+    In inference (and with `rate=0`) it returns its input unchanged. This is
+    timm's `DropPath` and the "per sample" stochastic depth of later work;
+    Huang et al. dropped a block for the whole mini-batch, which for a batch
+    of one is the same thing. `keras_regkit.insert_droppath` puts these layers
+    into a built network with rates rising linearly with depth.
+
+    Args:
+        rate: Float in `[0, 1)`, the probability of dropping a sample's branch.
+        seed: Int or `None`, the seed of the layer's `SeedGenerator`.
+        **kwargs: Base layer arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np, keras_regkit
+    >>> layer = keras_regkit.DropPath(rate=0.5, seed=1)
+    >>> x = np.ones((16, 3), "float32")
+    >>> bool(np.all(np.asarray(layer(x)) == x))  # inference: the identity
+    True
+    >>> out = np.asarray(layer(x, training=True))
+    >>> sorted(set(out.ravel().tolist()))  # whole rows: 0 or 1 / (1 - 0.5)
+    [0.0, 2.0]
+
+    Reference: Huang et al. (2016), "Deep networks with stochastic depth".
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        rate = _validation.rate(rate, "rate")
+        seed = _validation.seed(seed, "seed")
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
+        # One multiply of the (large) input by a (batch, 1, ..., 1) factor.
+        scale = ops.cast(ops.greater_equal(noise, self.rate), "float32") * (1.0 / keep)
+        return inputs * ops.cast(scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class DropBlock2D(keras.layers.Layer):
+    r"""DropBlock: drops contiguous squares of each feature map.
+
+    Neighbouring activations of a feature map are correlated, so dropping
+    single ones barely regularizes a convnet; DropBlock drops whole
+    `block_size x block_size` squares instead. In training, for each sample
+    and each channel separately (the paper's Algorithm 1):
+
+    1. Block seeds are drawn with probability `gamma` at the positions where
+       a whole block fits inside the map (the valid region), with
+
+           gamma = rate * H * W / (block_h * block_w * (H - block_h + 1) * (W - block_w + 1))
+
+       (the paper's formula, for square maps `rate / block_size**2 *
+       feat_size**2 / (feat_size - block_size + 1)**2`);
+    2. each seed zeroes the block around it (the block it is the top-left
+       corner of here; the paper centres it on the seed, the same thing
+       shifted, since seeds lie only where a whole block fits);
+    3. the result is rescaled by `count(mask) / count_ones(mask)` over the
+       whole batch, so the mean activation is kept.
+
+    `gamma` makes the expected dropped fraction `rate` when blocks do not
+    overlap; overlapping blocks make it somewhat smaller (the paper's
+    approximation). A map smaller than the block degrades gracefully: the
+    block is clipped to the map on each axis (`block_h = min(block_size, H)`),
+    so on a map of at most `block_size` in both directions a whole channel is
+    dropped with probability `rate`, as in `SpatialDropout2D`. A spatial size
+    unknown when the layer is called (`None`) is not clipped on that axis.
+
+    The rate actually used is `rate * rate_factor`, where `rate_factor` is a
+    non-trainable weight, `1.0` unless `DropBlockSchedule` ramps it up during
+    training. In inference (and with `rate=0`) the layer is the identity.
+
+    Args:
+        rate: Float in `[0, 1)`, the target fraction of units to drop (`1 -
+            keep_prob` in the paper).
+        block_size: Int `>= 1`, the side of a dropped square. Defaults to `7`
+            (the paper's choice for ResNet-50 on ImageNet).
+        data_format: `"channels_last"` (batch, H, W, C) or `"channels_first"`
+            (batch, C, H, W). Defaults to `keras.config.image_data_format()`.
+        seed: Int or `None`, the seed of the layer's `SeedGenerator`.
+        **kwargs: Base layer arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np, keras_regkit
+    >>> layer = keras_regkit.DropBlock2D(rate=0.2, block_size=3, seed=0)
+    >>> layer.gamma(8, 8)  # 0.2 * 8 * 8 / (3 * 3 * 6 * 6)
+    0.0395...
+    >>> x = np.ones((1, 8, 8, 1), "float32")
+    >>> bool(np.all(np.asarray(layer(x)) == x))  # inference: the identity
+    True
+    >>> out = np.asarray(layer(x, training=True))
+    >>> kept = out > 0
+    >>> bool(np.allclose(out[kept], out.size / kept.sum()))  # renormalized
+    True
+
+    Reference: Ghiasi, Lin & Le (2018), "DropBlock: a regularization method
+    for convolutional networks".
+    """
+
+    def __init__(self, rate, block_size=7, data_format=None, seed=None, **kwargs):
+        rate = _validation.rate(rate, "rate")
+        block_size = _validation.positive_int(block_size, "block_size")
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        data_format = _validation.one_of(data_format, "data_format", DATA_FORMATS)
+        seed = _validation.seed(seed, "seed")
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.block_size = block_size
+        self.data_format = data_format
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        self.rate_factor = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="rate_factor"
+        )
+
+    def _block(self, height, width):
+        """The block's `(height, width)`, clipped to statically known sizes."""
+        block_h = self.block_size if height is None else min(self.block_size, height)
+        block_w = self.block_size if width is None else min(self.block_size, width)
+        return block_h, block_w
+
+    def gamma(self, height, width):
+        """The seed probability `gamma` at `rate` for an `height x width` map."""
+        height = _validation.positive_int(height, "height")
+        width = _validation.positive_int(width, "width")
+        block_h, block_w = self._block(height, width)
+        return self.rate * height * width / (
+            block_h * block_w * (height - block_h + 1) * (width - block_w + 1))
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        spatial = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        dynamic = ops.shape(inputs)
+        static_h, static_w = (inputs.shape[axis] for axis in spatial)
+        block_h, block_w = self._block(static_h, static_w)
+        height = static_h if static_h is not None else dynamic[spatial[0]]
+        width = static_w if static_w is not None else dynamic[spatial[1]]
+        valid_h, valid_w = height - block_h + 1, width - block_w + 1
+        rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
+        gamma = rate * ops.cast(height * width, "float32") / ops.cast(
+            block_h * block_w * valid_h * valid_w, "float32")
+        seed_shape = list(dynamic)
+        seed_shape[spatial[0]], seed_shape[spatial[1]] = valid_h, valid_w
+        noise = keras.random.uniform(tuple(seed_shape), seed=self.seed_generator)
+        seeds = ops.cast(ops.less(noise, gamma), "float32")
+        padding = [[0, 0]] * 4
+        padding[spatial[0]] = [block_h - 1, block_h - 1]
+        padding[spatial[1]] = [block_w - 1, block_w - 1]
+        # A unit is dropped if a seed lies within block_h - 1 rows above and
+        # block_w - 1 columns to the left of it: a max over that window.
+        dropped = ops.max_pool(
+            ops.pad(seeds, padding), (block_h, block_w), strides=1,
+            padding="valid", data_format=self.data_format)
+        mask = 1.0 - dropped
+        scale = ops.cast(ops.size(mask), "float32") / ops.maximum(ops.sum(mask), 1.0)
+        return inputs * ops.cast(mask * scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "block_size": self.block_size,
+            "data_format": self.data_format,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class DropBlockSchedule(keras.callbacks.Callback):
+    r"""Ramps the rate of every `DropBlock2D` of the model up linearly in training.
+
+    Ghiasi et al. found DropBlock works best when its rate starts at zero and
+    rises linearly to its target. At the start of epoch `e` (counting from 0,
+    as `fit` does, so `initial_epoch` resumes the ramp) every `DropBlock2D`
+    layer of the model, nested models and composite layers included, gets
+
+        rate_factor = min(1, (e + 1) / epochs)
+
+    so it drops `rate * rate_factor`: a ramp that reaches the full rate in the
+    last ramp epoch and stays there. The factor is the layer's `rate_factor`
+    weight, so it is saved with the model. It changes once per epoch, which
+    works the same on every backend (JAX reads variables at epoch starts).
+
+    Args:
+        epochs: Int `>= 1`, the length of the ramp in epochs, or `None` (the
+            default) for the `epochs` of the `fit` call.
+
+    Raises:
+        ValueError: at the start of `fit`, if the model has no `DropBlock2D`
+            layer (the schedule would do nothing).
+
+    Example:
+
+    >>> import numpy as np, keras, keras_regkit
+    >>> inputs = keras.Input((8, 8, 2))
+    >>> x = keras_regkit.DropBlock2D(0.1, block_size=3, name="drop")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    >>> model.compile("sgd", "mse")
+    >>> factors = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs:
+    ...     print(float(model.get_layer("drop").rate_factor.numpy())))
+    >>> _ = model.fit(np.ones((4, 8, 8, 2)), np.ones((4, 1)), epochs=4, verbose=0,
+    ...               callbacks=[keras_regkit.DropBlockSchedule(), factors])
+    0.25
+    0.5
+    0.75
+    1.0
+
+    Reference: Ghiasi et al. (2018), Section 3 ("Scheduled DropBlock").
+    """
+
+    def __init__(self, epochs=None):
+        if epochs is not None:
+            epochs = _validation.positive_int(epochs, "epochs")
+        super().__init__()
+        self.epochs = epochs
+        self._layers = []
+        self._ramp = None
+
+    def on_train_begin(self, logs=None):
+        self._layers = [layer for layer in _selectors.iter_layers(self.model)
+                        if isinstance(layer, DropBlock2D)]
+        if not self._layers:
+            raise ValueError(
+                f"DropBlockSchedule: the model '{self.model.name}' has no "
+                "DropBlock2D layer, so the schedule would do nothing. Add one "
+                "(keras_regkit.insert_dropblock puts them into residual "
+                "networks) or drop the callback.")
+        self._ramp = self.epochs or self.params.get("epochs") or 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        factor = min(1.0, (epoch + 1) / self._ramp)
+        for layer in self._layers:
+            if layer.built:
+                layer.rate_factor.assign(factor)
+
+    def get_config(self):
+        return {"epochs": self.epochs}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
