@@ -5,14 +5,17 @@ serialization registry under the package name `keras_regkit`, so saved
 models load with `keras.saving.load_model` and no `custom_objects`.
 """
 
+from keras_regkit import _startup  # noqa: F401  (first: quiets TensorFlow for the CLI)
 from keras_regkit import constraints
 from keras_regkit import dropout
 from keras_regkit import layers
+from keras_regkit import monitor
 from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import reports
 from keras_regkit import residual
 from keras_regkit import rules
+from keras_regkit import tuning
 from keras_regkit import sam
 from keras_regkit import saving
 from keras_regkit.constraints import MaxNorm
@@ -22,6 +25,7 @@ from keras_regkit.dropout import remove_dropout
 from keras_regkit.layers import DropBlock2D
 from keras_regkit.layers import DropBlockSchedule
 from keras_regkit.layers import DropPath
+from keras_regkit.monitor import RegularizationMonitor
 from keras_regkit.optimizers import DecoupledWeightDecay
 from keras_regkit.optimizers import normalized_weight_decay
 from keras_regkit.regularizers import L1
@@ -60,6 +64,7 @@ __all__ = [
     "ElasticNetCorrection",
     "GroupLasso",
     "MaxNorm",
+    "RegularizationMonitor",
     "RulesNeedRestoreWarning",
     "SharpnessAwareMinimization",
     "apply_elastic_net_correction",
@@ -74,6 +79,7 @@ __all__ = [
     "insert_droppath",
     "layers",
     "load_model",
+    "monitor",
     "normalized_weight_decay",
     "optimizers",
     "regularize",
@@ -89,4 +95,5 @@ __all__ = [
     "saving",
     "sparsity",
     "summary",
+    "tuning",
 ]

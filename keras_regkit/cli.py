@@ -3,6 +3,7 @@
     keras-regkit cifar10 --variant l2+dropout --epochs 50 --out runs/l2_dropout
     keras-regkit cifar10 --quick --data-dir ../shared/tensorflow_datasets --out runs/quick
     keras-regkit compare runs/* --plot runs/compare.png
+    keras-regkit sweep cifar10 --variant l2 --param l2 --values 1e-5,1e-4,1e-3,1e-2 --out runs/sweep
 
 Bad input (an unknown variant, `--epochs 0`, an unwritable `--out`, missing
 CIFAR-10 data, a bad `TF_CONFIG`) prints one clear message and exits with
@@ -14,8 +15,10 @@ import os
 import sys
 
 EXIT_USAGE = 2
-QUICK = {"epochs": 2, "train_limit": 4000, "test_limit": 2000}
-DEFAULTS = {"epochs": 50, "train_limit": None, "test_limit": None}
+# --quick: `none` and the variant side by side on a subset small enough to
+# show `none` overfitting within a couple of minutes on 2 CPU cores.
+QUICK = {"epochs": 12, "train_limit": 1000, "test_limit": 1000, "batch_size": 32}
+DEFAULTS = {"epochs": 50, "train_limit": None, "test_limit": None, "batch_size": 128}
 
 
 def _positive_int(text):
@@ -28,12 +31,27 @@ def _positive_int(text):
     return value
 
 
+def _float_list(text):
+    try:
+        values = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"must hold at least one number, got {text!r}")
+    if any(not value >= 0 or value == float("inf") for value in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers >= 0, got {text!r}")
+    return values
+
+
 def _variant_names():
     # The names only: importing the model code pulls in Keras, which `--help`
     # should not wait for.
     return (
         "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
         "adamw", "elastic-net", "prox-l1",
+        "resnet", "resnet+droppath", "resnet+dropblock",
+        "sam", "sam+dropout",
     )
 
 
@@ -46,9 +64,11 @@ def build_parser():
 
     run = commands.add_parser(
         "cifar10",
-        help="train the VGG-like CIFAR-10 baseline with one regularization variant",
+        help="train a CIFAR-10 baseline (VGG-like or ResNet-20) with one "
+             "regularization variant",
         description=(
-            "Train the VGG-like CIFAR-10 baseline and write history.json, "
+            "Train a CIFAR-10 baseline (the VGG-like net, or ResNet-20 for the "
+            "resnet* variants) and write history.json, "
             "metrics.json, model.keras and curves.png into --out. The data is "
             "read with tensorflow-datasets from --data-dir or $TFDS_DATA_DIR "
             "and never downloaded."
@@ -59,8 +79,9 @@ def build_parser():
     run.add_argument("--epochs", type=_positive_int, default=None,
                      help=f"training epochs (default: {DEFAULTS['epochs']}; "
                           f"{QUICK['epochs']} with --quick)")
-    run.add_argument("--batch-size", type=_positive_int, default=128,
-                     help="per-replica batch size (default: %(default)s)")
+    run.add_argument("--batch-size", type=_positive_int, default=None,
+                     help=f"per-replica batch size (default: {DEFAULTS['batch_size']}; "
+                          f"{QUICK['batch_size']} with --quick)")
     run.add_argument("--out", required=True, help="run folder to write")
     run.add_argument("--train-limit", type=_positive_int, default=None,
                      help=f"use only the first N training images "
@@ -78,17 +99,61 @@ def build_parser():
     run.add_argument("--standardize", action="store_true",
                      help="per-channel standardization instead of [0, 1] scaling")
     run.add_argument("--blocks", type=int, choices=(1, 2, 3, 4, 5), default=2,
-                     help="convolution blocks: 2 = classic, 3 = textbook (default: %(default)s)")
+                     help="convolution blocks: 2 = classic, 3 = textbook (default: "
+                          "%(default)s); VGG-like variants only, as is --batch-norm")
     run.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                      default="default",
                      help="tf.distribute strategy; multiworker reads TF_CONFIG")
     run.add_argument("--quick", action="store_true",
-                     help=f"smoke run: {QUICK['train_limit']} training and "
-                          f"{QUICK['test_limit']} test images, {QUICK['epochs']} epochs "
-                          "(explicit --epochs/--train-limit/--test-limit win)")
+                     help=f"show the effect in a couple of minutes: train `none` and "
+                          f"--variant side by side on {QUICK['train_limit']} training "
+                          f"images, {QUICK['epochs']} epochs, batch {QUICK['batch_size']}, "
+                          f"validated on {QUICK['test_limit']} test images; --out gets a "
+                          "run folder for each and compare.png (explicit --epochs, "
+                          "--train-limit, --test-limit, --batch-size win)")
     run.add_argument("--seed", type=int, default=None, help="random seed")
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                      help="Keras progress output (default: %(default)s, progress bars)")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="choose one regularization strength of a variant on validation data (KerasTuner)",
+        description=(
+            "Train a CIFAR-10 variant once per strength (grid) or per trial "
+            "(bayesian, hyperband: log-uniform between the smallest and largest "
+            "--values), score each on validation images carved from the train "
+            "split (never the test split), and evaluate only the chosen one on the "
+            "test split. Writes sweep.json, chosen.json and validation_curve.png "
+            "into --out."
+        ),
+    )
+    sweep.add_argument("dataset", choices=("cifar10",), help="the baseline to sweep")
+    sweep.add_argument("--variant", default="l2", choices=_variant_names(),
+                       help="the variant whose strength is swept (default: %(default)s)")
+    sweep.add_argument("--param", required=True,
+                       choices=("l2", "l1", "max_norm", "weight_decay", "decoupled_l1"),
+                       help="the strength: l2/l1 (loss coefficients), max_norm, "
+                            "weight_decay (normalized decoupled decay), decoupled_l1")
+    sweep.add_argument("--values", required=True, type=_float_list,
+                       help="comma-separated values, e.g. 1e-5,1e-4,1e-3,1e-2")
+    sweep.add_argument("--tuner", choices=("grid", "bayesian", "hyperband"), default="grid",
+                       help="KerasTuner search (default: %(default)s)")
+    sweep.add_argument("--max-trials", type=_positive_int, default=None,
+                       help="trials for bayesian (default: as many as --values)")
+    sweep.add_argument("--epochs", type=_positive_int, default=15,
+                       help="epochs per trial (default: %(default)s)")
+    sweep.add_argument("--batch-size", type=_positive_int, default=128)
+    sweep.add_argument("--train-limit", type=_positive_int, default=10000,
+                       help="training images: the first N of the train split (default: %(default)s)")
+    sweep.add_argument("--validation-size", type=_positive_int, default=2000,
+                       help="validation images: the next N of the train split (default: %(default)s)")
+    sweep.add_argument("--test-limit", type=_positive_int, default=None,
+                       help="test images for the chosen value (default: all 10,000)")
+    sweep.add_argument("--data-dir", default=None,
+                       help="tensorflow-datasets directory (default: $TFDS_DATA_DIR)")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
+    sweep.add_argument("--seed", type=int, default=None)
+    sweep.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
 
     compare = commands.add_parser(
         "compare",
@@ -113,6 +178,8 @@ def _run_cifar10(args, argv):
     for key, default in settings.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
+    if args.quick:
+        return _run_quick(args, argv)
     result = cifar10.train(
         args.variant,
         epochs=args.epochs,
@@ -139,6 +206,49 @@ def _run_cifar10(args, argv):
         f"in {metrics['train_seconds']:.1f} s; "
         + (f"wrote {result['out']}" if result["out"] else "outputs left to the chief")
     )
+    return 0
+
+
+def _run_quick(args, argv):
+    """`--quick`: `none` and the variant on the same small subset, side by side."""
+    from keras_regkit.baselines import cifar10
+
+    cifar10.check_output_dir(args.out)
+    names = list(dict.fromkeys(["none", args.variant]))
+    folders = []
+    for name in names:
+        result = cifar10.train(
+            name, epochs=args.epochs, batch_size=args.batch_size,
+            out=os.path.join(args.out, name), data_dir=args.data_dir,
+            train_limit=args.train_limit, test_limit=args.test_limit,
+            augment=args.augment, batch_norm=args.batch_norm, blocks=args.blocks,
+            standardize=args.standardize, strategy=args.strategy, seed=args.seed,
+            verbose=args.verbose, command=["keras-regkit", *argv],
+        )
+        folders.append(result["out"])
+    plot = os.path.join(args.out, "compare.png")
+    print(f"Quick comparison: {args.train_limit} training images, {args.epochs} epochs, "
+          f"validation = the first {args.test_limit} test images")
+    cifar10.compare_runs(folders, plot=plot)
+    print(f"curves: {plot}")
+    return 0
+
+
+def _run_sweep(args, argv):
+    from keras_regkit.baselines import _sweep
+
+    try:
+        _sweep.check_sweep(args.variant, args.param, args.values, args.tuner)
+    except (ValueError, TypeError) as error:
+        return _fail(str(error))
+    _sweep.sweep(
+        args.variant, args.param, args.values, tuner=args.tuner,
+        max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
+        train_limit=args.train_limit, validation_size=args.validation_size,
+        test_limit=args.test_limit, data_dir=args.data_dir, out=args.out,
+        seed=args.seed, verbose=args.verbose,
+    )
+    print(f"wrote {os.path.abspath(args.out)}")
     return 0
 
 
@@ -176,6 +286,8 @@ def main(argv=None):
     try:
         if args.command == "cifar10":
             return _run_cifar10(args, argv)
+        if args.command == "sweep":
+            return _run_sweep(args, argv)
         return _run_compare(args)
     except (BaselineInputError, CIFAR10NotFoundError) as error:
         return _fail(str(error))

@@ -5,6 +5,7 @@ a stand-in for `tfds.load`, or `tfds.testing.mock_data` (offline).
 """
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -169,13 +170,16 @@ def test_variant_names():
     assert list(cifar10.VARIANTS) == [
         "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
         "adamw", "elastic-net", "prox-l1",
+        "resnet", "resnet+droppath", "resnet+dropblock",
+        "sam", "sam+dropout",
     ]
     assert cifar10.DEFAULT_VARIANT == "l2+dropout"
     with pytest.raises(ValueError, match="Received: variant='l3'"):
         cifar10.get_variant("l3")
 
 
-@pytest.mark.parametrize("name", list(cifar10.VARIANTS))
+@pytest.mark.parametrize("name", [name for name, variant in cifar10.VARIANTS.items()
+                                  if variant.architecture == "vgg" and not variant.sam_rho])
 def test_each_variant_builds_compiles_and_trains(name):
     variant = cifar10.VARIANTS[name]
     model = cifar10.build_variant(name)
@@ -227,24 +231,92 @@ def test_each_variant_builds_compiles_and_trains(name):
     assert np.isfinite(loss)
 
 
+# What a variant's one-line description (`--help`, the README table) says, read
+# back from the text: (regex, fields its groups give). Whatever a description
+# does not mention must be off.
+_DESCRIBED = [
+    (r"\bL2 (?:penalty )?(\d\S*) on the conv", ["weight_decay"]),
+    (r"elastic-net penalty \(l1=(\S+), l2=(\S+)\)", ["l1", "weight_decay"]),
+    (r"max-norm c=(\S+) on every kernel", ["max_norm"]),
+    (r"lambda_norm=([\d.]+)", ["normalized_weight_decay"]),
+    (r"proximal L1 step \(l1=([\d.]+)\)", ["decoupled_l1"]),
+    (r"rho=([\d.]+)", ["sam_rho"]),
+    (r"DropPath, rates rising linearly with depth to ([\d.]+)", ["droppath"]),
+    (r"DropBlock \(rate ([\d.]+) ramped, block (\d+)\)", ["dropblock", "dropblock_size"]),
+]
+
+
+def _described(description):
+    fields = {
+        "weight_decay": 0.0, "l1": 0.0, "max_norm": None, "normalized_weight_decay": 0.0,
+        "decoupled_l1": 0.0, "sam_rho": 0.0, "droppath": 0.0, "dropblock": 0.0,
+        "regularize_dense": "hidden Dense kernels" in description,
+        "dropout": "VGG dropout" in description,
+        "architecture": "resnet" if description.startswith("ResNet-20") else "vgg",
+    }
+    for pattern, names in _DESCRIBED:
+        match = re.search(pattern, description)
+        if match:
+            fields.update({name: float(value) for name, value in zip(names, match.groups())})
+    return fields
+
+
 def test_named_variants_match_their_descriptions():
-    v = cifar10.VARIANTS
-    assert v["none"].weight_decay == 0 and not v["none"].dropout
-    assert v["l2"].weight_decay == pytest.approx(1e-3) and not v["l2"].dropout
-    assert v["l2"].regularize_dense and not v["l2+dropout"].regularize_dense
-    assert v["dropout"].dropout and v["dropout"].weight_decay == 0
-    assert v["l2+dropout"].weight_decay == pytest.approx(1e-4) and v["l2+dropout"].dropout
-    assert v["maxnorm+dropout"].max_norm == 3.0 and v["maxnorm+dropout"].dropout
-    assert v["adamw"].normalized_weight_decay > 0 and v["adamw"].decoupled_l1 == 0
-    assert v["adamw"].weight_decay == 0 and not v["adamw"].dropout
-    assert v["elastic-net"].l1 > 0 and v["elastic-net"].weight_decay > 0
-    assert v["prox-l1"].decoupled_l1 > 0 and v["prox-l1"].weight_decay == 0
+    for name, variant in cifar10.VARIANTS.items():
+        for field, value in _described(variant.description).items():
+            assert getattr(variant, field) == pytest.approx(value), (name, field)
 
 
 def test_decoupled_decay_follows_the_run():
+    """The decay a step applies: lambda_norm * sqrt(b / (B * T)) for this run."""
     model = cifar10.build_variant("adamw", batch_size=64, num_examples=10000, epochs=15)
-    expected = 0.05 * math.sqrt(64 / (10000 * 15))
+    lambda_norm = _described(cifar10.VARIANTS["adamw"].description)["normalized_weight_decay"]
+    expected = lambda_norm * math.sqrt(64 / (10000 * 15))
     assert model.optimizer.weight_decay == pytest.approx(expected)
+    # One step at a zero gradient: Adam moves nothing, the decay `w - lam * w` remains.
+    kernel = keras.Variable(np.ones((2, 2)), dtype="float64", name="kernel")
+    model.optimizer.apply([np.zeros((2, 2))], [kernel])
+    np.testing.assert_allclose(kernel.numpy(), 1 - expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["sam", "sam+dropout"])
+def test_sam_variants_wrap_the_vgg_network(name):
+    import keras_regkit
+
+    variant = cifar10.VARIANTS[name]
+    model = cifar10.build_variant(name)
+    assert isinstance(model, keras_regkit.SharpnessAwareMinimization)
+    assert (model.rho, model.adaptive, model.num_batch_splits) == (0.05, False, None)
+    net = model.model
+    dropouts = [layer.rate for layer in net.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == ([0.25, 0.25, 0.5] if name == "sam+dropout" else [])
+    assert variant.weight_decay == 0 and variant.l1 == 0 and not variant.max_norm
+    assert all(layer.kernel_regularizer is None for layer in _convs(net) + _denses(net))
+    assert type(model.optimizer) is keras.optimizers.Adam
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 3), dtype=np.float32)
+    before = net.get_layer("fc").kernel.numpy()
+    loss = model.train_on_batch(x, np.array([0, 1, 2, 3]))
+    assert np.isfinite(loss[0] if isinstance(loss, (list, tuple)) else loss)
+    assert not np.allclose(before, net.get_layer("fc").kernel.numpy())
+
+
+@pytest.mark.tensorflow_only
+def test_sam_variant_trains_on_mock_data_and_saves(tmp_path):
+    import keras_regkit
+
+    with tfds.testing.mock_data(num_examples=16):
+        result = cifar10.train("sam", epochs=1, batch_size=8, train_limit=16, test_limit=8,
+                               out=tmp_path / "sam", seed=0, verbose=0)
+    metrics = result["metrics"]
+    assert metrics["variant"] == "sam" and metrics["epochs"] == 1
+    assert metrics["variant_config"]["sam_rho"] == 0.05 and metrics["penalty"] == 0.0
+    loaded = keras.saving.load_model(tmp_path / "sam" / "model.keras")
+    assert isinstance(loaded, keras_regkit.SharpnessAwareMinimization) and loaded.rho == 0.05
+    x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               result["model"].predict(x, verbose=0), atol=1e-6)
 
 
 # ---------------------------------------------------------------- the data pipeline
@@ -393,7 +465,8 @@ def test_load_cifar10_with_tfds_mock_data():
 def test_missing_data_raises_one_paragraph(tmp_path, monkeypatch):
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     empty = tmp_path / "no_data_here"
-    with pytest.raises(cifar10.CIFAR10NotFoundError) as info:
+    with pytest.raises(cifar10.CIFAR10NotFoundError,
+                       match="^CIFAR-10 was not found in the tensorflow-datasets directory") as info:
         cifar10.load_cifar10(data_dir=empty)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
@@ -451,3 +524,87 @@ def test_multiworker_strategy_needs_tf_config(monkeypatch):
         cifar10.make_strategy("multiworker")
     with pytest.raises(ValueError, match="Received: strategy='tpu'"):
         cifar10.make_strategy("tpu")
+
+
+# ---------------------------------------------------------------- the residual variants
+
+
+def _resnet_params(depth, classes=10):
+    """Parameter count of He et al.'s CIFAR ResNet from the layer formulas.
+
+    3x3 convolutions without bias, 4 BatchNorm numbers per channel, a 1x1
+    projection (+ BN) shortcut where the channels change, Dense(64 -> 10).
+    """
+    n = (depth - 2) // 6
+    total, channels = 3 * 3 * 3 * 16 + 4 * 16, 16
+    for filters in (16, 32, 64):
+        for block in range(n):
+            total += 3 * 3 * channels * filters + 3 * 3 * filters * filters + 2 * 4 * filters
+            if channels != filters:
+                total += channels * filters + 4 * filters
+            channels = filters
+    return total + 64 * classes + classes
+
+
+@pytest.mark.parametrize("depth", [20, 8])
+def test_resnet_layout(depth):
+    model = cifar10.build_resnet(depth)
+    assert model.count_params() == _resnet_params(depth)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 3 * (depth - 2) // 6
+    convs = [layer for layer in _convs(model) if "shortcut" not in layer.name]
+    assert len(convs) == depth - 1  # + the Dense layer: depth weighted layers
+    assert [model.get_layer(f"stage{s}_block1_add").output.shape[1:] for s in (1, 2, 3)] == [
+        (32, 32, 16), (16, 16, 32), (8, 8, 64)]
+    with pytest.raises(ValueError, match="Received: depth=21"):
+        cifar10.build_resnet(21)
+
+
+@pytest.mark.parametrize("name", ["resnet", "resnet+droppath", "resnet+dropblock"])
+def test_resnet_variants_build_and_train(name):
+    from keras_regkit import DropBlock2D, DropBlockSchedule, DropPath
+
+    variant = cifar10.VARIANTS[name]
+    model = cifar10.build_variant(name)
+    paths = [layer.rate for layer in model.layers if isinstance(layer, DropPath)]
+    blocks = [layer for layer in model.layers if isinstance(layer, DropBlock2D)]
+    if variant.droppath:  # 9 blocks, rates 0.1 * l / 9
+        assert paths == pytest.approx([0.1 * l / 9 for l in range(1, 10)])
+    else:
+        assert paths == []
+    if variant.dropblock:  # stages 2 and 3: 6 blocks x (2 conv groups + shortcut)
+        assert len(blocks) == 18
+        assert {(b.rate, b.block_size) for b in blocks} == {(0.1, 5)}
+        assert {b.name.split("_")[0] for b in blocks} == {"stage2", "stage3"}
+        assert [type(c) for c in variant.build_callbacks()] == [DropBlockSchedule]
+    else:
+        assert blocks == [] and variant.build_callbacks() == []
+    assert type(model.optimizer) is keras.optimizers.Adam
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    out = np.asarray(model(x, training=True))  # (training steps: the mock-data run below)
+    assert out.shape == (4, 10) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_resnet_dropblock_run_with_mock_data_ramps_the_rate(tmp_path, monkeypatch):
+    from keras_regkit import DropBlockSchedule
+
+    factors_seen = []
+    ramp = DropBlockSchedule.on_epoch_begin
+
+    def spy(self, epoch, logs=None):
+        ramp(self, epoch, logs)
+        factors_seen.append(float(self._layers[0].rate_factor.numpy()))
+
+    monkeypatch.setattr(DropBlockSchedule, "on_epoch_begin", spy)
+    with tfds.testing.mock_data(num_examples=24):
+        result = cifar10.train("resnet+dropblock", epochs=2, batch_size=8, train_limit=16,
+                               test_limit=8, out=tmp_path / "run", verbose=0, seed=0)
+    metrics = result["metrics"]
+    assert metrics["variant"] == "resnet+dropblock" and metrics["epochs"] == 2
+    assert metrics["variant_config"]["architecture"] == "resnet"
+    assert metrics["variant_config"]["dropblock"] == 0.1
+    assert factors_seen == [0.5, 1.0]  # the ramp over the run's 2 epochs
+    factors = {float(w.numpy()) for w in result["model"].weights if w.name == "rate_factor"}
+    assert factors == {1.0}  # all 18 layers at the full rate in the last epoch
+    assert (tmp_path / "run" / "model.keras").exists()

@@ -71,7 +71,10 @@ def test_train_and_compare_end_to_end(tmp_path, capsys):
     for run, variant, epochs in ((run_a, "l2+dropout", 1), (run_b, "prox-l1", 2)):
         assert sorted(os.listdir(run)) == sorted(cifar10.OUTPUT_FILES)
         history = json.loads((run / "history.json").read_text())
-        assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "data_loss",
+                                "penalty", "val_data_loss", "val_penalty"}
+        np.testing.assert_allclose(
+            np.add(history["data_loss"], history["penalty"]), history["loss"], rtol=1e-5)
         assert all(len(values) == epochs for values in history.values())
         metrics = json.loads((run / "metrics.json").read_text())
         assert METRIC_KEYS <= set(metrics)
@@ -113,11 +116,13 @@ def test_train_and_compare_end_to_end(tmp_path, capsys):
         assert cells[0] == run.name and cells[1] == metrics["variant"]
         assert cells[2] == f"{metrics['test_accuracy']:.4f}"
         assert cells[4] == f"{metrics['gap']:+.4f}"
-        assert cells[6] == str(metrics["epochs"])
+        assert cells[6] == f"{metrics['penalty_share']:.3f}"
+        assert cells[7] == str(metrics["epochs"])
     _check_png(plot)
     # `compare runs/* --plot runs/compare.png` twice: the second glob also
-    # matches the first plot, which is skipped, not read as a run.
+    # matches the first plot, which is skipped, not read as a run; so is a log file.
     in_runs = run_a.parent / "compare.png"
+    (run_a.parent / "log.txt").write_text("a log beside the run folders\n")
     for _ in range(2):
         glob = sorted(str(path) for path in run_a.parent.glob("*"))
         assert cli.main(["compare", *glob, "--plot", str(in_runs)]) == 0
@@ -255,3 +260,49 @@ def test_multiworker_two_local_workers(tmp_path):
     # The non-chief worker's temporary run folder is gone.
     assert not [p for p in (tmp_path / "tmp1").iterdir()
                 if p.name.startswith("keras_regkit_worker_")]
+
+
+@pytest.mark.tensorflow_only
+def test_quick_trains_none_and_the_variant_side_by_side(tmp_path, capsys):
+    out = tmp_path / "quick"
+    with tfds.testing.mock_data(num_examples=16):
+        code = cli.main(["cifar10", "--quick", "--train-limit", "16", "--test-limit", "8",
+                         "--epochs", "2", "--batch-size", "8", "--seed", "0",
+                         "--verbose", "0", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Quick comparison: 16 training images, 2 epochs" in printed
+    table = printed.split("\n", 1)[1]
+    assert "penalty share" in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:3]}
+    assert set(rows) == {"none", "l2+dropout"}
+    none = json.loads((out / "none" / "metrics.json").read_text())
+    regularized = json.loads((out / "l2+dropout" / "metrics.json").read_text())
+    assert none["penalty_share"] == 0.0 and 0 < regularized["penalty_share"] < 1
+    history = json.loads((out / "l2+dropout" / "history.json").read_text())
+    np.testing.assert_allclose(
+        np.add(history["data_loss"], history["penalty"]), history["loss"], rtol=1e-5)
+    assert (out / "compare.png").stat().st_size > 0
+
+
+def test_the_console_script_keeps_tensorflow_start_up_lines_out(monkeypatch):
+    from keras_regkit import _startup
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+
+    assert _startup._wants_quiet(["/venv/bin/keras-regkit", "cifar10", "--quick"])
+    assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "cifar10", "--verbose", "2"])
+    assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "--verbose=2"])
+    assert not _startup._wants_quiet(["pytest"])
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own level is respected
+    assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "cifar10"])
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    script = pathlib.Path(sys.executable).with_name("keras-regkit")
+    if not script.exists():
+        pytest.skip("the console script is not installed in this environment")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([str(script), "--help"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and "usage: keras-regkit" in result.stdout
+    for noise in ("oneDNN", "cuda", "absl", "cpu_feature_guard"):
+        assert noise not in result.stderr, result.stderr

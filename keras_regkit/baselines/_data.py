@@ -76,6 +76,10 @@ class CIFAR10Data:
             unless `standardize=True`.
         std: Per-channel divisor; ones unless `standardize=True`.
         data_dir: The tensorflow-datasets directory read.
+        validation: Batches of the validation images carved from the train
+            split (`validation_size`), in order, never augmented; `None`
+            without them.
+        num_validation: Number of validation examples (`0` without them).
     """
 
     train: object
@@ -86,6 +90,8 @@ class CIFAR10Data:
     mean: tuple
     std: tuple
     data_dir: str
+    validation: object = None
+    num_validation: int = 0
 
 
 def _import_tf():
@@ -248,6 +254,7 @@ def load_cifar10(
     *,
     shuffle_buffer=None,
     seed=None,
+    validation_size=None,
 ):
     """Loads CIFAR-10 from a prepared tensorflow-datasets directory.
 
@@ -267,6 +274,11 @@ def load_cifar10(
         standardize: Per-channel standardization instead of plain [0, 1].
         shuffle_buffer: Shuffle buffer; defaults to the whole training subset.
         seed: Seed for shuffling and augmentation.
+        validation_size: Carve this many validation images out of the train
+            split, never the test split: the images right after the training
+            subset (with `train_limit=None`, the last `validation_size` of the
+            split, the training subset being the rest). For choosing
+            hyperparameters (`keras_regkit.tuning`).
 
     Returns:
         A `CIFAR10Data` holding the `train`, `train_eval` and `test` pipelines
@@ -280,6 +292,7 @@ def load_cifar10(
     batch_size = _validation.positive_int(batch_size, "batch_size")
     train_limit = _optional_limit(train_limit, "train_limit")
     test_limit = _optional_limit(test_limit, "test_limit")
+    validation_size = _optional_limit(validation_size, "validation_size")
     resolved_dir = resolve_data_dir(data_dir)
     try:
         import tensorflow_datasets as tfds
@@ -310,6 +323,16 @@ def load_cifar10(
     finally:
         absl_logger.setLevel(level)
 
+    validation_raw = None
+    if validation_size is not None:
+        if train_limit is None:
+            train_limit = _read_through(train_raw) - validation_size
+            if train_limit <= 0:
+                raise ValueError(
+                    "`validation_size` must leave training images in the train "
+                    f"split. Received: validation_size={validation_size}"
+                )
+        validation_raw = train_raw.skip(train_limit).take(validation_size).cache()
     if train_limit is not None:
         train_raw = train_raw.take(train_limit)
     if test_limit is not None:
@@ -318,6 +341,12 @@ def load_cifar10(
     # `train_eval` and the statistics); the full first pass fills the caches.
     train_raw, test_raw = train_raw.cache(), test_raw.cache()
     num_train, num_test = _read_through(train_raw), _read_through(test_raw)
+    num_validation = 0 if validation_raw is None else _read_through(validation_raw)
+    if validation_raw is not None and num_validation == 0:
+        raise ValueError(
+            "The train split has no images after the first "
+            f"{train_limit} for validation. Received: validation_size={validation_size}"
+        )
     if num_train == 0 or num_test == 0:
         raise CIFAR10NotFoundError(
             missing_data_message(resolved_dir, "the train or test split is empty")
@@ -344,4 +373,7 @@ def load_cifar10(
         mean=mean,
         std=std,
         data_dir=resolved_dir,
+        validation=None if validation_raw is None else make_pipeline(
+            validation_raw, batch_size, cache=False, **common),
+        num_validation=num_validation,
     )

@@ -9,8 +9,12 @@ from keras_regkit import constraints
 from keras_regkit import dropout as dropout_lib
 from keras_regkit import optimizers
 from keras_regkit import regularizers
+from keras_regkit import residual
+from keras_regkit import sam
 from keras_regkit.baselines._data import CIFAR10_CLASSES
 from keras_regkit.baselines._data import CIFAR10_SHAPE
+from keras_regkit.baselines._resnet import build_resnet
+from keras_regkit.layers import DropBlockSchedule
 
 
 MAX_BLOCKS = 5  # 32x32 halves five times down to 1x1
@@ -167,6 +171,19 @@ class Variant:
         decoupled_l1: Strength of the wrapper's proximal L1 step
             (`w <- sign(w) max(|w| - lr * l1, 0)` each step).
         learning_rate: Adam's learning rate.
+        architecture: `"vgg"` (the VGG-like net; `batch_norm` and `blocks`
+            apply) or `"resnet"` (ResNet-20, `build_resnet`; BN throughout,
+            `weight_decay` on every kernel, the VGG-only fields unused).
+        droppath: `max_rate` of `keras_regkit.insert_droppath` on the ResNet
+            (rates rising linearly to it with depth); `0`: none.
+        dropblock: `rate` of `keras_regkit.insert_dropblock` on the ResNet's
+            last two stages (and shortcuts), ramped up over the run by
+            `keras_regkit.DropBlockSchedule`; `0`: none.
+        dropblock_size: `block_size` of those DropBlock2D layers.
+        sam_rho: `rho` of `keras_regkit.SharpnessAwareMinimization`, which
+            `build_variant` wraps around the network (the optimizer steps
+            with the gradient at the SAM-perturbed weights); `0`: plain
+            training.
     """
 
     name: str
@@ -179,6 +196,11 @@ class Variant:
     normalized_weight_decay: float = 0.0
     decoupled_l1: float = 0.0
     learning_rate: float = 1e-3
+    architecture: str = "vgg"
+    droppath: float = 0.0
+    dropblock: float = 0.0
+    dropblock_size: int = 5
+    sam_rho: float = 0.0
 
     @property
     def decoupled(self):
@@ -186,7 +208,15 @@ class Variant:
         return bool(self.normalized_weight_decay or self.decoupled_l1)
 
     def build_model(self, *, batch_norm=False, blocks=2):
-        """The (uncompiled) VGG-like network with this variant's regularization."""
+        """The (uncompiled) network with this variant's regularization."""
+        if self.architecture == "resnet":
+            model = build_resnet(20, weight_decay=self.weight_decay)
+            if self.droppath:
+                model = residual.insert_droppath(model, max_rate=self.droppath)
+            if self.dropblock:
+                model = residual.insert_dropblock(
+                    model, self.dropblock, block_size=self.dropblock_size)
+            return model
         return build_vgg_like(
             weight_decay=self.weight_decay,
             l1=self.l1,
@@ -196,6 +226,10 @@ class Variant:
             batch_norm=batch_norm,
             blocks=blocks,
         )
+
+    def build_callbacks(self):
+        """The `fit` callbacks the variant needs (`DropBlockSchedule` for DropBlock)."""
+        return [DropBlockSchedule()] if self.dropblock else []
 
     def decoupled_weight_decay(self, *, batch_size=None, num_examples=None, epochs=None):
         """The per-step decay `lam` for a run (defaults: `DEFAULT_RUN`)."""
@@ -274,6 +308,25 @@ VARIANTS = {
             normalized_weight_decay=0.05,
             decoupled_l1=0.02,
         ),
+        Variant("resnet", "ResNet-20 (He et al. 2016), BN only", architecture="resnet"),
+        Variant(
+            "resnet+droppath",
+            "ResNet-20 + DropPath, rates rising linearly with depth to 0.1",
+            architecture="resnet",
+            droppath=0.1,
+        ),
+        Variant(
+            "resnet+dropblock",
+            "ResNet-20 + DropBlock (rate 0.1 ramped, block 5) in stages 2-3",
+            architecture="resnet",
+            dropblock=0.1,
+        ),
+        Variant(
+            "sam",
+            "sharpness-aware minimization (rho=0.05) around Adam, no penalty",
+            sam_rho=0.05,
+        ),
+        Variant("sam+dropout", "SAM (rho=0.05) + VGG dropout", dropout=True, sam_rho=0.05),
     )
 }
 DEFAULT_VARIANT = "l2+dropout"
@@ -300,7 +353,8 @@ def build_variant(
     Loss: sparse categorical cross-entropy; metric: accuracy; optimizer:
     `Variant.build_optimizer(...)` (Adam 1e-3, or its decoupled wrapper, whose
     normalized decay uses the run's global `batch_size`, `num_examples` and
-    `epochs`, or `DEFAULT_RUN` for the missing ones).
+    `epochs`, or `DEFAULT_RUN` for the missing ones). The `sam` variants
+    return the network wrapped in `keras_regkit.SharpnessAwareMinimization`.
 
     Example:
 
@@ -310,6 +364,8 @@ def build_variant(
     """
     variant = get_variant(variant)
     model = variant.build_model(batch_norm=batch_norm, blocks=blocks)
+    if variant.sam_rho:
+        model = sam.SharpnessAwareMinimization(model, rho=variant.sam_rho)
     model.compile(
         optimizer=variant.build_optimizer(
             batch_size=batch_size, num_examples=num_examples, epochs=epochs

@@ -19,6 +19,7 @@ TABLE_COLUMNS = (
     ("train acc", "{:.4f}"),
     ("gap", "{:+.4f}"),
     ("test loss", "{:.4f}"),
+    ("penalty share", "{:.3f}"),
     ("epochs", "{}"),
     ("train images", "{}"),
     ("time (s)", "{:.1f}"),
@@ -119,6 +120,7 @@ def _row(run):
         metrics.get("train_accuracy"),
         metrics.get("gap"),
         metrics.get("test_loss"),
+        metrics.get("penalty_share"),
         metrics.get("epochs"),
         metrics.get("num_train"),
         metrics.get("train_seconds"),
@@ -138,8 +140,8 @@ def format_table(runs):
     ...        "train_accuracy": 0.75, "gap": 0.25, "test_loss": 1.5, "epochs": 2,
     ...        "num_train": 100, "train_seconds": 3.0}}
     >>> print(format_table([run]))
-    run  variant  test acc  train acc  gap      test loss  epochs  train images  time (s)
-    a    none     0.5000    0.7500     +0.2500  1.5000     2       100           3.0
+    run  variant  test acc  train acc  gap      test loss  penalty share  epochs  train images  time (s)
+    a    none     0.5000    0.7500     +0.2500  1.5000     -              2       100           3.0
     """
     header = [name for name, _ in TABLE_COLUMNS]
     rows = [header] + [_row(run) for run in runs]
@@ -176,9 +178,9 @@ def compare_runs(directories, *, plot=None, print_fn=print):
     """Prints the table of the run folders `directories` and optionally plots them.
 
     Args:
-        directories: Run folders written by `train`. The `plot` path itself
-            is skipped if it is among them, so that a glob such as `runs/*`
-            may match an earlier `runs/compare.png`.
+        directories: Run folders written by `train`. Files among them (the
+            `plot` path itself, logs) are skipped, so that a glob such as
+            `runs/*` may match an earlier `runs/compare.png` or a `log.txt`.
         plot: Path of a PNG to draw all runs' curves into, or `None`.
         print_fn: Where the table goes.
 
@@ -192,6 +194,8 @@ def compare_runs(directories, *, plot=None, print_fn=print):
     if plot is not None:
         plot_path = os.path.abspath(os.fspath(plot))
         directories = [d for d in directories if os.path.abspath(os.fspath(d)) != plot_path]
+    # A glob such as `runs/*` also matches files beside the run folders (logs).
+    directories = [d for d in directories if not os.path.isfile(os.fspath(d))]
     if not directories:
         raise RunFolderError("No run folder given to compare.")
     runs = [load_run(directory) for directory in directories]

@@ -10,6 +10,7 @@ import time
 import keras
 
 from keras_regkit import _validation
+from keras_regkit.monitor import RegularizationMonitor
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
 from keras_regkit.baselines._data import load_cifar10
@@ -170,6 +171,16 @@ def _versions():
     }
 
 
+
+
+def _penalty_share(history):
+    """The last epoch's `penalty / loss` (`None` without the monitor's logs)."""
+    if not history.get("penalty") or not history.get("loss"):
+        return None
+    loss = history["loss"][-1]
+    return float(history["penalty"][-1] / loss) if loss else 0.0
+
+
 def train(
     variant=_model.DEFAULT_VARIANT,
     *,
@@ -291,10 +302,13 @@ def train(
         validation_data=data.test,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
+        callbacks=variant.build_callbacks() + [RegularizationMonitor(per_variable=False)],
     )
     train_seconds = time.perf_counter() - fit_started
-    train_loss, train_accuracy = model.evaluate(data.train_eval, verbose=0)
-    test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    train_scores = model.evaluate(data.train_eval, verbose=0, return_dict=True)
+    test_scores = model.evaluate(data.test, verbose=0, return_dict=True)
+    train_loss, train_accuracy = train_scores["loss"], train_scores["accuracy"]
+    test_loss, test_accuracy = test_scores["loss"], test_scores["accuracy"]
     penalty = float(keras.ops.sum(model.losses)) if model.losses else 0.0
     history = {
         key: [float(value) for value in values]
@@ -309,6 +323,7 @@ def train(
         "train_loss": float(train_loss),
         "gap": float(train_accuracy) - float(test_accuracy),
         "penalty": penalty,
+        "penalty_share": _penalty_share(history),
         "epochs": len(history.get("loss", [])),
         "num_train": data.num_train,
         "num_test": data.num_test,

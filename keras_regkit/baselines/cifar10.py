@@ -10,11 +10,15 @@ penalties come from `keras_regkit.regularizers`, its max-norm constraint from
 variants' optimizer from `keras_regkit.optimizers.DecoupledWeightDecay`.
 
 - `build_vgg_like(...)`, `VARIANTS`, `build_variant(name)`: the model;
+- `build_resnet(depth=20)`: He et al.'s CIFAR ResNet, for the `resnet*`
+  variants (DropPath and DropBlock placed by `keras_regkit.residual`);
 - `load_cifar10(...)`: the tensorflow-datasets input pipeline (never
   downloads; `CIFAR10NotFoundError` says how to provide the data);
 - `train(...)`: one variant end to end, writing a run folder with
   history.json, metrics.json, model.keras and curves.png;
-- `compare_runs(...)`: the table and curves of several run folders.
+- `compare_runs(...)`: the table and curves of several run folders;
+- `sweep(...)`: one variant's strength chosen on validation images with
+  KerasTuner (the validation curve, the choice, its test accuracy).
 
 The command line (`keras-regkit cifar10 ...`, `keras-regkit compare ...`) is
 a thin layer over these.
@@ -34,6 +38,8 @@ from keras_regkit.baselines._report import compare_runs
 from keras_regkit.baselines._report import format_table
 from keras_regkit.baselines._report import load_run
 from keras_regkit.baselines._report import plot_runs
+from keras_regkit.baselines._resnet import build_resnet
+from keras_regkit.baselines._sweep import sweep
 from keras_regkit.baselines._training import OUTPUT_FILES
 from keras_regkit.baselines._training import OutputDirError
 from keras_regkit.baselines._training import check_output_dir
@@ -48,6 +54,7 @@ __all__ = [
     "OutputDirError",
     "VARIANTS",
     "Variant",
+    "build_resnet",
     "build_variant",
     "build_vgg_like",
     "check_output_dir",
@@ -59,5 +66,6 @@ __all__ = [
     "make_pipeline",
     "make_strategy",
     "plot_runs",
+    "sweep",
     "train",
 ]

@@ -1,0 +1,88 @@
+"""Cost of `RegularizationMonitor`: monitored training against unmonitored, side by side.
+
+Two copies of one network, with the same penalties, train on the same random
+batches; one has the monitor among its callbacks (penalty and data-loss
+metrics in every step, per-variable statistics at every epoch end). The two
+arms run interleaved (A B A B ...), each an epoch of `--steps` steps through
+`model.fit`, so the epoch-end statistics are in the monitored time. The table
+reports the median of the per-round time ratios monitored / unmonitored.
+
+Networks:
+  vgg        the VGG-like CIFAR-10 net, L2(1e-4) on every kernel, batch 128
+  resnet50   keras.applications.ResNet50 (weights=None, 64x64 inputs, 10
+             classes), L2(1e-4) on every kernel via `regularize`, batch 16
+
+Usage:
+    python benchmarks/monitor_overhead.py [--rounds 9] [--steps 10] [--nets vgg resnet50]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_regkit  # noqa: E402
+from keras_regkit.baselines import cifar10  # noqa: E402
+
+
+def _vgg():
+    model = cifar10.build_vgg_like()
+    return keras_regkit.regularize(model, {"*": keras_regkit.L2(1e-4)}, target="kernels"), (32, 32, 3), 128
+
+
+def _resnet50():
+    model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    return keras_regkit.regularize(model, {"*": keras_regkit.L2(1e-4)}, target="kernels"), (64, 64, 3), 16
+
+
+NETS = {"vgg": _vgg, "resnet50": _resnet50}
+
+
+def _arm(build, monitored, steps, seed):
+    keras.utils.set_random_seed(seed)
+    model, shape, batch = build()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    x = rng.random((steps * batch, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, size=steps * batch)
+    callbacks = [keras_regkit.RegularizationMonitor()] if monitored else []
+
+    def epoch():
+        started = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        return time.perf_counter() - started
+
+    epoch()  # trace and warm up
+    return epoch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"keras {keras.__version__}, backend {keras.backend.backend()}")
+    print("net       steps/epoch  median ratio monitored/plain  min    max    plain epoch (s)")
+    for name in args.nets:
+        plain = _arm(NETS[name], False, args.steps, seed=0)
+        monitored = _arm(NETS[name], True, args.steps, seed=0)
+        ratios, plain_times = [], []
+        for _ in range(args.rounds):
+            a = plain()
+            b = monitored()
+            ratios.append(b / a)
+            plain_times.append(a)
+        print(f"{name:<9} {args.steps:<12} {statistics.median(ratios):<30.3f} "
+              f"{min(ratios):<6.3f} {max(ratios):<6.3f} {statistics.median(plain_times):.3f}")
+
+
+if __name__ == "__main__":
+    main()

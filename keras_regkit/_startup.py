@@ -1,0 +1,69 @@
+"""Keeps TensorFlow's native start-up lines out of the `keras-regkit` terminal.
+
+TensorFlow 2.21 writes its start-up notes (oneDNN, CUDA drivers, CPU
+features, absl) from C++ straight to file descriptor 2, before and regardless
+of Python's logging, `TF_CPP_MIN_LOG_LEVEL` included. For the command line
+only, this module imports TensorFlow and initializes its devices with
+descriptor 2 pointed at a temporary file, then puts it back; if the import
+fails, what was written is replayed. Library users see TensorFlow as usual.
+It runs when the package is imported (it is imported first), since the
+`keras-regkit` script imports the package before it can parse anything.
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+COMMAND = "keras-regkit"
+
+
+def _wants_quiet(argv):
+    if os.path.basename(argv[0] if argv else "") != COMMAND:
+        return False
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:  # the user asked for a level: respect it
+        return False
+    arguments = argv[1:]
+    for i, argument in enumerate(arguments):
+        if argument == "--verbose=2" or (
+            argument == "--verbose" and arguments[i + 1:i + 2] == ["2"]
+        ):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _native_stderr_to_file():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield captured
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def quiet_tensorflow_start(argv=None):
+    """Imports TensorFlow (and its devices) silently when run as `keras-regkit`."""
+    argv = sys.argv if argv is None else argv
+    if "tensorflow" in sys.modules or not _wants_quiet(argv):
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with _native_stderr_to_file():
+        try:
+            import tensorflow as tf
+        except ImportError:
+            return False  # another backend: nothing to quiet
+        tf.config.list_physical_devices()
+    return True
+
+
+quiet_tensorflow_start()  # on import, before the package imports Keras
