@@ -16,8 +16,6 @@ Usage:
 
 import argparse
 import os
-import platform
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +24,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
+from _interleave import interleaved  # noqa: E402
+from _interleave import machine_line  # noqa: E402
 
 
 def _trainer(model, x, y, jit_compile):
@@ -43,22 +43,9 @@ def _trainer(model, x, y, jit_compile):
 
 
 def measure(with_layers, without, rounds, steps):
-    with_layers(1), without(1)  # warm caches
-    ratios, with_times, without_times = [], [], []
-    for i in range(rounds):
-        if i % 2:
-            b, a = without(steps), with_layers(steps)
-        else:
-            a, b = with_layers(steps), without(steps)
-        with_times.append(a)
-        without_times.append(b)
-        ratios.append(a / b)
-    return {
-        "ratio": statistics.median(ratios),
-        "with_ms": 1000 * statistics.median(with_times),
-        "without_ms": 1000 * statistics.median(without_times),
-        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
-    }
+    result = interleaved(with_layers, without, rounds, steps)
+    return {"ratio": result["ratio"], "with_ms": result["a_ms"], "without_ms": result["b_ms"],
+            "ratio_iqr": result["ratio_iqr"]}
 
 
 def main(argv=None):
@@ -73,7 +60,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
-    import tensorflow as tf
 
     keras.utils.set_random_seed(0)
     shape = (args.image_size, args.image_size, 3)
@@ -87,12 +73,7 @@ def main(argv=None):
     y = rng.integers(0, 10, size=(args.batch_size,))
     runs = {name: _trainer(model, x, y, jit) for name, model in arms.items()}
 
-    devices = [d.device_type for d in tf.config.list_physical_devices()]
-    print(
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, devices {devices}; "
-        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
-    )
+    print(machine_line())
     print(
         f"# ResNet50(weights=None) {args.image_size}x{args.image_size}x3, 10 classes, "
         f"batch={args.batch_size}, SGD; rounds={args.rounds} steps/round={args.steps} "

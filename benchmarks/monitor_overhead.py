@@ -18,8 +18,6 @@ Usage:
 
 import argparse
 import os
-import platform
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +26,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
+from _interleave import interleaved  # noqa: E402
+from _interleave import machine_line  # noqa: E402
 from keras_regkit.baselines import cifar10  # noqa: E402
 
 
@@ -53,12 +53,11 @@ def _arm(build, monitored, steps, seed):
     y = rng.integers(0, 10, size=steps * batch)
     callbacks = [keras_regkit.RegularizationMonitor()] if monitored else []
 
-    def epoch():
+    def epoch(_steps):
         started = time.perf_counter()
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
         return time.perf_counter() - started
 
-    epoch()  # trace and warm up
     return epoch
 
 
@@ -68,20 +67,17 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"keras {keras.__version__}, backend {keras.backend.backend()}")
-    print("net       steps/epoch  median ratio monitored/plain  min    max    plain epoch (s)")
+    print(machine_line())
+    print(f"# rounds={args.rounds}, an epoch of {args.steps} steps per arm and round")
+    print("| net | median ratio monitored/plain | IQR of ratio | monitored s/epoch | plain s/epoch |")
+    print("|---|---|---|---|---|")
     for name in args.nets:
         plain = _arm(NETS[name], False, args.steps, seed=0)
         monitored = _arm(NETS[name], True, args.steps, seed=0)
-        ratios, plain_times = [], []
-        for _ in range(args.rounds):
-            a = plain()
-            b = monitored()
-            ratios.append(b / a)
-            plain_times.append(a)
-        print(f"{name:<9} {args.steps:<12} {statistics.median(ratios):<30.3f} "
-              f"{min(ratios):<6.3f} {max(ratios):<6.3f} {statistics.median(plain_times):.3f}")
+        result = interleaved(monitored, plain, args.rounds, args.steps)
+        low, high = result["ratio_iqr"]
+        print(f"| {name} | {result['ratio']:.3f} | {low:.3f}-{high:.3f} "
+              f"| {result['a_ms'] / 1000:.3f} | {result['b_ms'] / 1000:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ depend on pixel values.
 
 import argparse
 import os
-import platform
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +31,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
+from _interleave import interleaved  # noqa: E402
+from _interleave import machine_line  # noqa: E402
 from keras_regkit.baselines.cifar10 import build_vgg_like  # noqa: E402
 
 ROWS = {
@@ -70,23 +70,9 @@ def measure(row, rounds, steps, batch_size, jit_compile):
     y = rng.integers(0, 10, size=(batch_size,))
     sam, sam_jit = _trainer(ROWS[row][1], x, y, jit_compile)
     plain, plain_jit = _trainer(None, x, y, jit_compile)
-    sam(2), plain(2)  # warm caches
-    ratios, sam_times, plain_times = [], [], []
-    for i in range(rounds):
-        if i % 2:
-            b, a = plain(steps), sam(steps)
-        else:
-            a, b = sam(steps), plain(steps)
-        sam_times.append(a)
-        plain_times.append(b)
-        ratios.append(a / b)
-    return {
-        "ratio": statistics.median(ratios),
-        "sam_ms": 1000 * statistics.median(sam_times),
-        "plain_ms": 1000 * statistics.median(plain_times),
-        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
-        "jit": (sam_jit, plain_jit),
-    }
+    result = interleaved(sam, plain, rounds, steps)
+    return {"ratio": result["ratio"], "sam_ms": result["a_ms"], "plain_ms": result["b_ms"],
+            "ratio_iqr": result["ratio_iqr"], "jit": (sam_jit, plain_jit)}
 
 
 def main(argv=None):
@@ -99,20 +85,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
-    backend_version = ""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        backend_version = f"TensorFlow {tf.__version__}"
-    elif keras.backend.backend() == "jax":
-        import jax
-
-        backend_version = f"JAX {jax.__version__} ({jax.devices()[0].platform})"
-    print(
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}, {backend_version}, "
-        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
-    )
+    print(machine_line())
     print(
         f"# rounds={args.rounds} steps/round={args.steps} "
         f"batch={args.batch_size} jit_compile={args.jit_compile}; VGG-like, Adam 1e-3"

@@ -19,8 +19,6 @@ depend on pixel values, and this keeps the benchmark free of the data set.
 
 import argparse
 import os
-import platform
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,6 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
+from _interleave import interleaved  # noqa: E402
+from _interleave import machine_line  # noqa: E402
 
 
 def vgg_like(kernel_regularizer=None):
@@ -109,23 +109,9 @@ def measure(pair, rounds, steps, batch_size, jit_compile):
     y = rng.integers(0, 10, size=(batch_size,))
     ours = _trainer(ours_factory, x, y, jit_compile)
     theirs = _trainer(keras_factory, x, y, jit_compile)
-    ours(2), theirs(2)  # warm caches
-    ratios, ours_times, keras_times = [], [], []
-    for i in range(rounds):
-        # Alternate who goes first so drift does not favour one arm.
-        if i % 2:
-            b, a = theirs(steps), ours(steps)
-        else:
-            a, b = ours(steps), theirs(steps)
-        ours_times.append(a)
-        keras_times.append(b)
-        ratios.append(a / b)
-    return {
-        "ratio": statistics.median(ratios),
-        "ours_ms": 1000 * statistics.median(ours_times),
-        "keras_ms": 1000 * statistics.median(keras_times),
-        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
-    }
+    result = interleaved(ours, theirs, rounds, steps)
+    return {"ratio": result["ratio"], "ours_ms": result["a_ms"], "keras_ms": result["b_ms"],
+            "ratio_iqr": result["ratio_iqr"]}
 
 
 def main(argv=None):
@@ -138,14 +124,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
-    import tensorflow as tf
-
-    devices = [d.device_type for d in tf.config.list_physical_devices()]
-    print(
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, devices {devices}; "
-        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
-    )
+    print(machine_line())
     print(
         f"# rounds={args.rounds} steps/round={args.steps} "
         f"batch={args.batch_size} jit_compile={args.jit_compile}"

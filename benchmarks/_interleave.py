@@ -1,0 +1,58 @@
+"""What every timing benchmark here shares: interleaved A/B timing and the machine line."""
+
+import os
+import platform
+import statistics
+
+import keras
+import numpy as np
+
+
+def interleaved(arm_a, arm_b, rounds, steps):
+    """Times `arm_a(steps)` and `arm_b(steps)` alternately, `rounds` times.
+
+    Each arm is a callable returning seconds per step. Who goes first
+    alternates so that drift does not favour one arm; machine noise hits both.
+
+    Returns:
+        `{"ratio": median a/b, "a_ms", "b_ms": median ms/step, "ratio_iqr": [q1, q3]}`.
+    """
+    arm_a(2), arm_b(2)  # warm caches
+    ratios, a_times, b_times = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b, a = arm_b(steps), arm_a(steps)
+        else:
+            a, b = arm_a(steps), arm_b(steps)
+        a_times.append(a)
+        b_times.append(b)
+        ratios.append(a / b)
+    return {
+        "ratio": statistics.median(ratios),
+        "a_ms": 1000 * statistics.median(a_times),
+        "b_ms": 1000 * statistics.median(b_times),
+        "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
+    }
+
+
+def machine_line():
+    """`# machine: ...` with the CPU count, Python, backend and package versions."""
+    import keras_regkit
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.device_type for d in tf.config.list_physical_devices()]
+        version = f"TensorFlow {tf.__version__}, devices {devices}"
+    elif backend == "jax":
+        import jax
+
+        version = f"JAX {jax.__version__} ({jax.devices()[0].platform})"
+    else:
+        version = backend
+    return (
+        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}, {version}, "
+        f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
+    )
