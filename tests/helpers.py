@@ -29,6 +29,15 @@ def config_round_trip(obj):
     return restored
 
 
+def randomize(model, seed=0):
+    """Non-default weights (incl. BatchNorm statistics), so carrying them is tested."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) if w.ndim > 1
+                       else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return model
+
+
 def run_python(code, *, timeout=600, env=None):
     """Runs `code` in a fresh Python process and returns its stdout.
 

@@ -10,6 +10,7 @@ from keras import layers as L
 
 import keras_regkit
 from keras_regkit import dropout as kd
+from tests.helpers import randomize
 
 
 def classes_and_rates(model):
@@ -38,15 +39,6 @@ def assert_same_outputs(original, new, x):
     assert len(expected) == len(got)
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(np.asarray(e), np.asarray(g))
-
-
-def randomize(model, seed=0):
-    """Non-default weights (incl. BatchNorm statistics), so carrying them is tested."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) if w.ndim > 1
-                       else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
-                       for w in model.get_weights()])
-    return model
 
 
 def vgg_like(input_shape=(16, 16, 3)):

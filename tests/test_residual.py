@@ -15,19 +15,11 @@ from keras import layers as L
 import keras_regkit
 from keras_regkit import DropBlock2D
 from keras_regkit import DropPath
+from tests.helpers import randomize
 
 
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def randomize(model, seed=0):
-    """Non-default weights (BatchNorm statistics too), so carrying them is tested."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) if w.ndim > 1
-                       else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
-                       for w in model.get_weights()])
-    return model
 
 
 def snapshot(model):
