@@ -22,6 +22,8 @@ import zipfile
 
 import keras
 
+from keras_regkit import _selectors
+
 ATTRIBUTE = "_keras_regkit_rules"
 FILENAME = "rules.json"
 FORMAT = 1
@@ -60,6 +62,17 @@ def store_of(model, create=True):
         # object.__setattr__: not tracked, so no layer, weight or config is added.
         object.__setattr__(model, ATTRIBUTE, store)
     return store
+
+
+def forget(model, variables, kind):
+    """Drops the records of `kind` for `variables` from `model`'s store."""
+    store = store_of(model, create=False)
+    if store is None or not variables:
+        return
+    wanted = {id(v) for v in variables}
+    indices = [i for i, v in enumerate(_selectors.unique_variables(model.weights)) if id(v) in wanted]
+    for index in indices:
+        store.records.pop((kind, index), None)
 
 
 def has_records(filepath):

@@ -10,7 +10,6 @@ It runs when the package is imported (it is imported first), since the
 `keras-regkit` script imports the package before it can parse anything.
 """
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -32,37 +31,44 @@ def _wants_quiet(argv):
     return True
 
 
-@contextlib.contextmanager
-def _native_stderr_to_file():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+def quiet_tensorflow_start(argv=None):
+    """Imports TensorFlow (and its devices) silently when run as `keras-regkit`.
+
+    Returns whether it did. Anything that goes wrong (no temporary file, no
+    TensorFlow, a failing import) leaves things as they were and replays what
+    TensorFlow wrote; a failing import then happens again, visibly, where the
+    package imports Keras.
+    """
+    argv = sys.argv if argv is None else argv
+    if "tensorflow" in sys.modules or not _wants_quiet(argv):
+        return False
+    try:
+        captured = tempfile.TemporaryFile()
+    except OSError:
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # read by TensorFlow's logging when it starts
+    with captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        imported = False
         try:
-            yield captured
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode("utf-8", "replace"))
-            raise
+            os.dup2(captured.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
+                imported = True
+            except Exception:  # ImportError, or a broken install
+                imported = False
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def quiet_tensorflow_start(argv=None):
-    """Imports TensorFlow (and its devices) silently when run as `keras-regkit`."""
-    argv = sys.argv if argv is None else argv
-    if "tensorflow" in sys.modules or not _wants_quiet(argv):
-        return False
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    with _native_stderr_to_file():
-        try:
-            import tensorflow as tf
-        except ImportError:
-            return False  # another backend: nothing to quiet
-        tf.config.list_physical_devices()
+        if not imported:
+            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            return False
     return True
 
 

@@ -40,11 +40,16 @@ def config_attribute(owner, name, kind):
     return None
 
 
-def attach(owner, variable, name, kind, value):
+def attach(owner, variable, name, kind, value, in_config=True):
+    """Sets `value` on `variable` and in `owner`'s config attribute.
+
+    With `in_config=False` (a value that does not serialize, which would break
+    `model.save`), the config attribute is cleared instead.
+    """
     setattr(variable, kind, value)
     attribute = config_attribute(owner, name, kind)
     if attribute is not None:
-        setattr(owner, attribute, value)
+        setattr(owner, attribute, value if in_config else None)
 
 
 def reset_compiled_functions(model):

@@ -241,6 +241,11 @@ def _run_sweep(args, argv):
         _sweep.check_sweep(args.variant, args.param, args.values, args.tuner)
     except (ValueError, TypeError) as error:
         return _fail(str(error))
+    import importlib.util
+
+    if importlib.util.find_spec("keras_tuner") is None:
+        return _fail("keras-regkit sweep needs KerasTuner: "
+                     "`pip install 'keras_regkit[tuning]'` (or `pip install keras-tuner`).")
     _sweep.sweep(
         args.variant, args.param, args.values, tuner=args.tuner,
         max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,

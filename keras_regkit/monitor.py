@@ -5,6 +5,7 @@ splits it back out, exactly, and records per epoch what each regularized or
 constrained variable looks like.
 """
 
+import inspect
 import json
 import math
 import os
@@ -53,12 +54,16 @@ class _PenaltyTrackers:
         with scope:
             data = keras.metrics.Mean(name="data_loss")
             penalty = keras.metrics.Mean(name="penalty")
-        # Tracked attributes: Keras adds them to `model.metrics`.
-        setattr(model, _TRACKERS, [data, penalty])
-        compute_loss = model.compute_loss  # the class's method, bound
+        _track(model, _TRACKERS, [data, penalty])
+        compute_loss = model.compute_loss  # the class's method (or the user's), bound
+        # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
+        takes_training = "training" in inspect.signature(compute_loss).parameters
 
         def split_compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            total = compute_loss(x, y, y_pred, sample_weight, training=training)
+            if takes_training:
+                total = compute_loss(x, y, y_pred, sample_weight, training=training)
+            else:
+                total = compute_loss(x, y, y_pred, sample_weight)
             if total is None:
                 return total
             penalties = [
@@ -75,6 +80,25 @@ class _PenaltyTrackers:
         model.compute_loss = split_compute_loss
         for attribute in ("train_function", "test_function"):
             setattr(model, attribute, None)  # retrace with the split loss
+
+
+def _track(model, name, metrics):
+    """Sets `metrics` as a tracked attribute, so Keras lists them in `model.metrics`.
+
+    Private Keras API, checked against Keras 3.15: a layer's `_tracker` refuses
+    new state once locked (a subclassed model after `build()`), so it is
+    unlocked for this one assignment and locked again. `tests/test_monitor.py`
+    covers a built subclassed model, so a change in Keras fails loudly there.
+    """
+    tracker = getattr(model, "_tracker", None)
+    locked = bool(getattr(tracker, "locked", False))
+    if locked:
+        tracker.unlock()
+    try:
+        setattr(model, name, metrics)
+    finally:
+        if locked:
+            tracker.lock()
 
 
 class _null_scope:

@@ -189,10 +189,20 @@ def _apply_rules(model, rules, target, kind):
         )
     # Everything is valid: mutate.
     store = _rule_store.store_of(model)
+    unstored = {id(variable) for variable, _ in unstorable}
     for owner, variable, name, value in plan.values():
-        _weights.attach(owner, variable, name, kind, value)
+        # A value that does not serialize goes on the variable only: in the
+        # layer's config it would break `model.save`.
+        _weights.attach(owner, variable, name, kind, value,
+                        in_config=id(variable) not in unstored)
+    _rule_store.forget(model, [variable for variable, _ in unstorable], kind)
     for record in records:
         store.put(record)
+    # The newest rule wins on reload too: nested models' stores forget these weights.
+    ruled = [variable for _, variable, _, _ in plan.values()]
+    for layer in layers:
+        if isinstance(layer, keras.Model):
+            _rule_store.forget(layer, ruled, kind)
     saving.warn_about_persistence(plan.values(), kept_by_config, unstorable, kind)
     _weights.reset_compiled_functions(model)
     return model

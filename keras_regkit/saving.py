@@ -128,19 +128,27 @@ def restore_rules(model, filepath, *, safe_mode=True):
 
 
 def _find_recorded(weights, record, top):
+    """The variable a record names: by path (leading scopes may differ) and shape;
+    the recorded position decides between equal paths, and stands alone only
+    when no path matches (auto-generated layer names that changed on reload)."""
     shape = list(record["shape"])
-    if top and record["index"] < len(weights):
-        candidate = weights[record["index"]]
-        if list(candidate.shape) == shape:
-            return candidate
     path = record["variable"]
-    found = [
-        v
-        for v in weights
-        if list(v.shape) == shape
-        and (v.path == path or v.path.endswith("/" + path) or path.endswith("/" + v.path))
-    ]
-    return found[0] if len(found) == 1 else None
+
+    def same_path(variable):
+        return (variable.path == path or variable.path.endswith("/" + path)
+                or path.endswith("/" + variable.path))
+
+    at_index = None
+    if top and record["index"] < len(weights):
+        at_index = weights[record["index"]]
+        if list(at_index.shape) != shape:
+            at_index = None
+    found = [v for v in weights if list(v.shape) == shape and same_path(v)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        return at_index if any(v is at_index for v in found) else None
+    return at_index
 
 
 def records(model, planned, kind):

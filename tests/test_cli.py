@@ -306,3 +306,27 @@ def test_the_console_script_keeps_tensorflow_start_up_lines_out(monkeypatch):
     assert result.returncode == 0 and "usage: keras-regkit" in result.stdout
     for noise in ("oneDNN", "cuda", "absl", "cpu_feature_guard"):
         assert noise not in result.stderr, result.stderr
+
+
+def test_a_failing_tensorflow_import_is_replayed_not_hidden(tmp_path):
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'native noise from a broken install\\n')\n"
+        "raise ImportError('broken tensorflow')\n")
+    code = textwrap.dedent(f"""
+        import importlib.util, os, sys
+        sys.argv = ["/venv/bin/keras-regkit", "--help"]
+        spec = importlib.util.spec_from_file_location(
+            "startup", {str(helpers.REPO_ROOT / "keras_regkit" / "_startup.py")!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # runs quiet_tensorflow_start() as on import
+        print("level set:", "TF_CPP_MIN_LOG_LEVEL" in os.environ)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "native noise from a broken install" in result.stderr
+    assert "level set: False" in result.stdout

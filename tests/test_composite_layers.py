@@ -289,3 +289,39 @@ def test_group_prox_uses_the_unit_that_regularize_attached():
     expected = kernel * np.maximum(0.0, 1 - learning_rate * group_l1 / norms)
     np.testing.assert_allclose(np.asarray(layer.kernel), expected, rtol=1e-6)
     assert np.all(np.asarray(layer.kernel)[:, :, 1] == 0)  # the small filter is zeroed
+
+
+def test_the_newest_rule_wins_on_reload_and_unstorable_values_stay_out_of_configs(tmp_path):
+    class Unregistered(keras.regularizers.Regularizer):
+        def __call__(self, x):
+            return 0.5 * keras.ops.sum(x)
+
+    inner = keras.Sequential([keras.Input((4,)), ResidualBlock(4, name="block")], name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inner(inputs)), name="outer")
+    _quiet(keras_regkit.regularize, inner, {"block/inner/kernel": L2(0.1)})
+    _quiet(keras_regkit.regularize, model, {"block/inner/kernel": None})  # newer: no penalty
+    with pytest.warns(UserWarning, match="cannot be stored"):
+        keras_regkit.regularize(model, {"head": L2(0.2)})  # stored, in the config
+        keras_regkit.regularize(model, {"head": Unregistered()})  # newer, not storable
+    assert model.get_layer("head").get_config()["kernel_regularizer"] is None
+    path = tmp_path / "model.keras"
+    model.save(path)  # an unserializable value in a config would make this raise
+    loaded = keras_regkit.load_model(path)
+    assert loaded.losses == []  # neither the older L2 on block/inner nor on head comes back
+
+
+def test_restore_prefers_the_path_over_the_position(tmp_path):
+    def build(order):
+        inputs = keras.Input((8,))
+        first, second = (keras.layers.Dense(8, name=name) for name in order)
+        return keras.Model(inputs, second(first(inputs)))
+
+    model = build(["a", "b"])
+    keras_regkit.regularize(model, {"a": L2(0.1)})
+    path = tmp_path / "model.keras"
+    model.save(path)
+    other = build(["b", "a"])  # the same layers in the other order: weights[0] is b/kernel
+    keras_regkit.restore_rules(other, path)
+    assert isinstance(other.get_layer("a").kernel.regularizer, L2)
+    assert other.get_layer("b").kernel.regularizer is None

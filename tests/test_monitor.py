@@ -119,6 +119,7 @@ def test_subclassed_and_nested_models():
 
     x, y = _data(10)
     model = Net()
+    model.build((None, 3))  # built before the monitor comes: its state is locked
     model.compile("adam", "mse")
     history = model.fit(x, y, batch_size=3, epochs=2, verbose=0,
                         callbacks=[keras_regkit.RegularizationMonitor()])
@@ -215,3 +216,16 @@ def test_sharpness_aware_minimization_logs_the_first_pass_split():
                         callbacks=[keras_regkit.RegularizationMonitor(per_variable=False)])
     _assert_split_is_exact(history.history)
     assert all(p > 0 for p in history.history["penalty"])
+
+
+def test_a_compute_loss_override_without_the_training_argument():
+    class Old(keras.Sequential):  # a Keras 3.0-style override
+        def compute_loss(self, x, y, y_pred, sample_weight):
+            return keras.ops.mean(keras.ops.square(y_pred - y)) + keras.ops.sum(self.losses)
+
+    x, y = _data(8)
+    model = Old([keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=L2(0.1))])
+    model.compile("sgd")
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+                        callbacks=[keras_regkit.RegularizationMonitor(per_variable=False)])
+    _assert_split_is_exact(history.history)

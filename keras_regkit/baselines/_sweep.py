@@ -135,6 +135,7 @@ def sweep(
             })
             return history
 
+    existed = os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     common = dict(objective="val_accuracy", directory=out, project_name="tuner",
                   overwrite=True, seed=seed)
@@ -160,7 +161,11 @@ def sweep(
         scores = best_model.evaluate(data.test, verbose=0, return_dict=True)
         test_loss, test_accuracy = scores["loss"], scores["accuracy"]
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        # Remove only what this sweep wrote; a folder that was there stays.
+        if existed:
+            shutil.rmtree(os.path.join(out, "tuner"), ignore_errors=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
         raise
     result = {
         "variant": base.name,
