@@ -158,7 +158,8 @@ class RegularizationMonitor(keras.callbacks.Callback):
 
     >>> import keras, numpy as np, keras_regkit
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
-    ...     1, kernel_regularizer=keras_regkit.L2(0.5), kernel_initializer="ones")])
+    ...     1, kernel_regularizer=keras_regkit.L2(0.5), kernel_initializer="ones",
+    ...     name="d")], name="net")
     >>> model.compile(keras.optimizers.SGD(learning_rate=0.0), "mse")  # weights stay put
     >>> monitor = keras_regkit.RegularizationMonitor()
     >>> history = model.fit(np.zeros((4, 2)), np.ones((4, 1)), epochs=1,
@@ -168,7 +169,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
     (2.0, 1.0, 1.0)
     >>> row = monitor.rows[0]
     >>> row["variable"], round(row["norm"], 4), round(row["penalty"], 4)  # sqrt(2), 0.5 * 2
-    ('sequential/dense/kernel', 1.4142, 1.0)
+    ('net/d/kernel', 1.4142, 1.0)
     """
 
     def __init__(self, log_dir=None, tensorboard_dir=None, per_variable=True):
