@@ -3,6 +3,7 @@
 import os
 import platform
 import statistics
+import time
 
 import keras
 import numpy as np
@@ -33,6 +34,28 @@ def interleaved(arm_a, arm_b, rounds, steps):
         "b_ms": 1000 * statistics.median(b_times),
         "ratio_iqr": np.percentile(ratios, [25, 75]).tolist(),
     }
+
+
+def step_timer(model, x, y):
+    """`run(steps) -> seconds per train_on_batch step` for a compiled `model`.
+
+    One step runs here first, so tracing and building stay outside the timing.
+    """
+    model.train_on_batch(x, y)
+
+    def run(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def jit_compile_argument(parser):
+    """Adds `--jit-compile auto|true|false`; returns the text -> `jit_compile` mapping."""
+    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    return {"auto": "auto", "true": True, "false": False}
 
 
 def machine_line():

@@ -16,7 +16,6 @@ Usage:
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,21 +24,15 @@ import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
+from _interleave import jit_compile_argument  # noqa: E402
 from _interleave import machine_line  # noqa: E402
+from _interleave import step_timer  # noqa: E402
 
 
 def _trainer(model, x, y, jit_compile):
     model.compile(optimizer=keras.optimizers.SGD(0.01),
                   loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-    model.train_on_batch(x, y)  # trace and build outside the timing
-
-    def run(steps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return step_timer(model, x, y)
 
 
 def measure(with_layers, without, rounds, steps):
@@ -56,9 +49,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dropblock", action="store_true",
                         help="also time insert_dropblock(model, 0.1, block_size=3)")
-    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    jit_values = jit_compile_argument(parser)
     args = parser.parse_args(argv)
-    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    jit = jit_values[args.jit_compile]
 
 
     keras.utils.set_random_seed(0)

@@ -23,7 +23,6 @@ depend on pixel values.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,7 +31,9 @@ import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
+from _interleave import jit_compile_argument  # noqa: E402
 from _interleave import machine_line  # noqa: E402
+from _interleave import step_timer  # noqa: E402
 from keras_regkit.baselines.cifar10 import build_vgg_like  # noqa: E402
 
 ROWS = {
@@ -53,14 +54,7 @@ def _trainer(sam_kwargs, x, y, jit_compile):
         loss="sparse_categorical_crossentropy",
         jit_compile=jit_compile,
     )
-    model.train_on_batch(x, y)  # trace and build outside the timing
-
-    def run(steps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        return (time.perf_counter() - start) / steps
-
+    run = step_timer(model, x, y)
     return run, model.jit_compile
 
 
@@ -81,9 +75,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    jit_values = jit_compile_argument(parser)
     args = parser.parse_args(argv)
-    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    jit = jit_values[args.jit_compile]
 
     print(machine_line())
     print(

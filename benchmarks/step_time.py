@@ -19,7 +19,6 @@ depend on pixel values, and this keeps the benchmark free of the data set.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,7 +27,9 @@ import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
+from _interleave import jit_compile_argument  # noqa: E402
 from _interleave import machine_line  # noqa: E402
+from _interleave import step_timer  # noqa: E402
 
 
 def vgg_like(kernel_regularizer=None):
@@ -91,15 +92,7 @@ def _trainer(factory, x, y, jit_compile):
         loss="sparse_categorical_crossentropy",
         jit_compile=jit_compile,
     )
-    model.train_on_batch(x, y)  # trace and build outside the timing
-
-    def run(steps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        return (time.perf_counter() - start) / steps
-
-    return run
+    return step_timer(model, x, y)
 
 
 def measure(pair, rounds, steps, batch_size, jit_compile):
@@ -120,9 +113,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    jit_values = jit_compile_argument(parser)
     args = parser.parse_args(argv)
-    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    jit = jit_values[args.jit_compile]
 
     print(machine_line())
     print(

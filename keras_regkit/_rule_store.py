@@ -50,9 +50,6 @@ class RuleStore(keras.layers.Layer):
         with open(posixpath.join(dir_path, FILENAME), "w") as file:
             json.dump(content, file, indent=1)
 
-    def load_assets(self, dir_path):
-        pass  # Read by `read_records` from the archive, not through a live store.
-
 
 def store_of(model, create=True):
     """The `RuleStore` of `model`, created (untracked) on first use."""

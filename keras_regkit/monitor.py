@@ -5,6 +5,7 @@ splits it back out, exactly, and records per epoch what each regularized or
 constrained variable looks like.
 """
 
+import contextlib
 import inspect
 import json
 import math
@@ -34,7 +35,7 @@ def _replicas():
     return int(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
-class _PenaltyTrackers:
+def _install_penalty_trackers(model):
     """Two `Mean` metrics on a model, fed by a `compute_loss` that splits the loss.
 
     Installed once per model: the metrics become tracked attributes (so they are
@@ -44,42 +45,39 @@ class _PenaltyTrackers:
     size; the two metrics are updated the same way, so for every logged value
     `loss = data_loss + penalty` up to float rounding.
     """
+    if getattr(model, _TRACKERS, None) is not None:
+        return
+    strategy = getattr(model, "distribute_strategy", None)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        data = keras.metrics.Mean(name="data_loss")
+        penalty = keras.metrics.Mean(name="penalty")
+    _track(model, _TRACKERS, [data, penalty])
+    compute_loss = model.compute_loss  # the class's method (or the user's), bound
+    # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
+    takes_training = "training" in inspect.signature(compute_loss).parameters
 
-    @staticmethod
-    def install(model):
-        if getattr(model, _TRACKERS, None) is not None:
-            return
-        strategy = getattr(model, "distribute_strategy", None)
-        scope = strategy.scope() if strategy is not None else _null_scope()
-        with scope:
-            data = keras.metrics.Mean(name="data_loss")
-            penalty = keras.metrics.Mean(name="penalty")
-        _track(model, _TRACKERS, [data, penalty])
-        compute_loss = model.compute_loss  # the class's method (or the user's), bound
-        # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
-        takes_training = "training" in inspect.signature(compute_loss).parameters
-
-        def split_compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            if takes_training:
-                total = compute_loss(x, y, y_pred, sample_weight, training=training)
-            else:
-                total = compute_loss(x, y, y_pred, sample_weight)
-            if total is None:
-                return total
-            penalties = [
-                ops.sum(ops.cast(loss, total.dtype)) for loss in model.losses
-            ]
-            raw_penalty = ops.sum(ops.stack(penalties)) if penalties else ops.zeros((), total.dtype)
-            replicas = _replicas()
-            unscaled = total * replicas if replicas > 1 else total
-            batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
-            data.update_state(unscaled - raw_penalty, sample_weight=batch)
-            penalty.update_state(raw_penalty, sample_weight=batch)
+    def split_compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if takes_training:
+            total = compute_loss(x, y, y_pred, sample_weight, training=training)
+        else:
+            total = compute_loss(x, y, y_pred, sample_weight)
+        if total is None:
             return total
+        penalties = [
+            ops.sum(ops.cast(loss, total.dtype)) for loss in model.losses
+        ]
+        raw_penalty = ops.sum(ops.stack(penalties)) if penalties else ops.zeros((), total.dtype)
+        replicas = _replicas()
+        unscaled = total * replicas if replicas > 1 else total
+        batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
+        data.update_state(unscaled - raw_penalty, sample_weight=batch)
+        penalty.update_state(raw_penalty, sample_weight=batch)
+        return total
 
-        model.compute_loss = split_compute_loss
-        for attribute in ("train_function", "test_function"):
-            setattr(model, attribute, None)  # retrace with the split loss
+    model.compute_loss = split_compute_loss
+    for attribute in ("train_function", "test_function"):
+        setattr(model, attribute, None)  # retrace with the split loss
 
 
 def _track(model, name, metrics):
@@ -99,14 +97,6 @@ def _track(model, name, metrics):
     finally:
         if locked:
             tracker.lock()
-
-
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -191,7 +181,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        _PenaltyTrackers.install(model)
+        _install_penalty_trackers(model)
 
     def on_train_begin(self, logs=None):
         self.rows = []

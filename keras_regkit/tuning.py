@@ -35,7 +35,7 @@ def strength(hp, name, min_value=1e-6, max_value=1e-1, values=None):
     0.0001
     """
     if values is not None:
-        values = _check_values(values, "values")
+        values = check_values(values, "values")
         return hp.Choice(name, values)
     min_value = _validation.positive(min_value, "min_value")
     max_value = _validation.positive(max_value, "max_value")
@@ -77,7 +77,7 @@ def regularizer(hp, name, kind="l2", min_value=1e-6, max_value=1e-1, values=None
     return regularizers.L2(value)
 
 
-def _check_values(values, name):
+def check_values(values, name):
     """A non-empty list of distinct non-negative finite floats, sorted."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(

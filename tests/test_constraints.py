@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_regkit import GroupLasso
 from keras_regkit import MaxNorm
 from tests import helpers
 
@@ -181,9 +182,11 @@ def test_invalid_max_value(value, error, message):
         ((1, 1), ValueError, r"must not repeat an axis. Received: axis=\(1, 1\)"),
     ],
 )
-def test_invalid_axis(value, error, message):
+@pytest.mark.parametrize("cls", [MaxNorm, GroupLasso])
+def test_invalid_axis(cls, value, error, message):
+    # MaxNorm and GroupLasso share one validator (`_validation.axis`).
     with pytest.raises(error, match=message):
-        MaxNorm(axis=value)
+        cls(axis=value)
 
 
 @pytest.mark.parametrize(

@@ -469,22 +469,6 @@ def test_group_lasso_axis_out_of_range():
         GroupLasso(0.1, axis=[0, 2])(np.ones((3, 2), "float32"))
 
 
-@pytest.mark.parametrize(
-    "value, error, message",
-    [
-        ("all", ValueError, "Received: axis='all'"),
-        (True, TypeError, "Received: axis=True"),
-        (1.5, TypeError, "Received: axis=1.5"),
-        (None, TypeError, "Received: axis=None"),
-        ([], TypeError, r"Received: axis=\[\]"),
-        ((1, 1), ValueError, r"must not repeat an axis. Received: axis=\(1, 1\)"),
-    ],
-)
-def test_group_lasso_invalid_axis(value, error, message):
-    with pytest.raises(error, match=message):
-        GroupLasso(axis=value)
-
-
 def test_group_lasso_config_with_axis_and_old_config():
     assert GroupLasso(0.75).get_config() == {"factor": 0.75, "axis": "auto"}
     reg = GroupLasso(0.5, axis=(0, 1, np.int64(3)))

@@ -26,7 +26,6 @@ PARAMS = {
     "decoupled_l1": "decoupled_l1",
 }
 TUNERS = ("grid", "bayesian", "hyperband")
-SWEEP_FILES = ("sweep.json", "chosen.json", "validation_curve.png")
 
 
 def check_sweep(variant, param, values, tuner):
@@ -44,7 +43,7 @@ def check_sweep(variant, param, values, tuner):
             f"{getattr(base, field)!r}); it uses {used or 'none of them'}. "
             f"Received: param={param!r}"
         )
-    values = tuning._check_values(values, "values")
+    values = tuning.check_values(values, "values")
     if param == "max_norm" and min(values) <= 0:
         raise ValueError(f"`values` of max_norm must be > 0. Received: values={values!r}")
     if tuner not in TUNERS:
