@@ -139,3 +139,47 @@ def seed(value, name="seed"):
             f"of type {type(value).__name__}"
         )
     return int(value)
+
+
+def boolean(value, name):
+    """Returns `value` if it is `True` or `False` (not 0/1, not `None`)."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be True or False. {_received(name, value)} "
+            f"of type {type(value).__name__}"
+        )
+    return value
+
+
+def fraction(value, name):
+    """Returns `value` as a float in the closed interval `[0, 1]`."""
+    value = number(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"`{name}` must be in the interval [0, 1]. {_received(name, value)}"
+        )
+    return value
+
+
+def optional_positive_int(value, name):
+    """Returns `None` or `value` as an int `>= 1` (a limit that may be off)."""
+    return None if value is None else positive_int(value, name)
+
+
+def positive_int_at_most(value, name, high):
+    """Returns `value` as an int with `1 <= value <= high`."""
+    value = positive_int(value, name)
+    if value > high:
+        raise ValueError(
+            f"`{name}` must be between 1 and {high}. {_received(name, value)}"
+        )
+    return value
+
+
+def print_fn(value, name="print_fn"):
+    """Returns `value` if it is a callable or `None` (Keras's `print_fn`)."""
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"`{name}` must be a callable or None. {_received(name, value)}"
+        )
+    return value

@@ -40,6 +40,7 @@ import keras
 
 from keras_regkit import _graph
 from keras_regkit import _selectors
+from keras_regkit import _tables
 from keras_regkit import _validation
 
 __all__ = ["dropout_plan", "insert_dropout", "remove_dropout"]
@@ -170,9 +171,7 @@ def dropout_plan(model, rate=0.5, *, after=None, policy=None, spatial=False,
     >>> [(row["layer"], row["rate"], row["skipped"]) for row in rows]
     [('hidden', 0.3, False), ('out', None, True)]
     """
-    if print_fn is not None and not callable(print_fn):
-        raise TypeError(
-            f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}")
+    _validation.print_fn(print_fn)
     rows, insertions, _ = _plan(model, rate, after, policy, spatial, skip_output)
     if print_fn is not None:
         _print_plan(model, rows, len(insertions), print_fn)
@@ -258,12 +257,6 @@ def _rules(rate, after, policy):
              _selectors.describe(after))]
 
 
-def _bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
 def _dropout_for(layer, tensors, spatial):
     """The `_Insertion` layer class and kwargs for dropout after `layer`."""
     ranks = {len(t.shape) for t in tensors}
@@ -284,8 +277,8 @@ def _plan(model, rate, after, policy, spatial, skip_output):
     """Validates everything; returns `(rows, {id(layer): _Insertion}, levels)`."""
     levels = _graph.levels(model)
     rules = _rules(rate, after, policy)
-    spatial = _bool(spatial, "spatial")
-    skip_output = _bool(skip_output, "skip_output")
+    spatial = _validation.boolean(spatial, "spatial")
+    skip_output = _validation.boolean(skip_output, "skip_output")
     candidates, seen = [], set()
     for level in levels:
         for layer in level.layers:
@@ -416,11 +409,9 @@ def _describe_hidden(hidden, rates=False):
 def _print_plan(model, rows, inserted, print_fn):
     print_fn(f"Dropout plan for '{model.name}': {inserted} inserted, "
              f"{len(rows) - inserted} skipped")
-    table = [("layer", "class", "dropout", "rate", "note")] + [
-        (row["layer"], row["layer_class"], row["dropout"] or "-",
-         "-" if row["rate"] is None else f"{row['rate']:g}",
-         f"skipped: {row['reason']}" if row["skipped"] else "")
-        for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    for line in table:
-        print_fn("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    _tables.print_table(
+        ("layer", "class", "dropout", "rate", "note"),
+        [(row["layer"], row["layer_class"], row["dropout"] or "-",
+          "-" if row["rate"] is None else f"{row['rate']:g}",
+          f"skipped: {row['reason']}" if row["skipped"] else "")
+         for row in rows], print_fn)

@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_regkit import _selectors
 from keras_regkit import _units
+from keras_regkit import _validation
 from keras_regkit.constraints import MaxNorm
 
 _TRACKERS = "_keras_regkit_penalty_trackers"
@@ -169,10 +170,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
                 raise TypeError(
                     f"`{name}` must be a folder path or None. Received: {name}={value!r}"
                 )
-        if not isinstance(per_variable, bool):
-            raise TypeError(
-                f"`per_variable` must be True or False. Received: per_variable={per_variable!r}"
-            )
+        _validation.boolean(per_variable, "per_variable")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
         self.per_variable = per_variable

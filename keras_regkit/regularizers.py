@@ -16,12 +16,7 @@ from keras_regkit import _validation
 
 
 def _l1_ratio(value, name="l1_ratio"):
-    value = _validation.number(value, name)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"`{name}` must be in the interval [0, 1]. Received: {name}={value!r}"
-        )
-    return value
+    return _validation.fraction(value, name)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -232,12 +227,7 @@ class CorrectedElasticNet(ElasticNet):
 
     def __init__(self, l1=0.01, l2=0.01, correction_applied=False):
         super().__init__(l1=l1, l2=l2)
-        if not isinstance(correction_applied, bool):
-            raise TypeError(
-                "`correction_applied` must be a bool. "
-                f"Received: correction_applied={correction_applied!r} "
-                f"of type {type(correction_applied).__name__}"
-            )
+        _validation.boolean(correction_applied, "correction_applied")
         self.correction_applied = correction_applied
 
     def get_config(self):

@@ -9,7 +9,9 @@ import numpy as np
 from keras import ops
 
 from keras_regkit import _selectors
+from keras_regkit import _tables
 from keras_regkit import _units
+from keras_regkit import _validation
 
 
 def summary(model, print_fn=print):
@@ -44,7 +46,7 @@ def summary(model, print_fn=print):
     0.7
     """
     _selectors.check_model(model)
-    print_fn = _check_print_fn(print_fn)
+    print_fn = _validation.print_fn(print_fn)
     layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
     trainable = {id(v) for v in model.trainable_weights}
     rows = []
@@ -117,7 +119,7 @@ def sparsity(model, print_fn=print):
     (4, 1, 0.625)
     """
     _selectors.check_model(model)
-    print_fn = _check_print_fn(print_fn)
+    print_fn = _validation.print_fn(print_fn)
     layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
     owner_of = _selectors.variable_owners(model)
     rows = []
@@ -162,7 +164,7 @@ def sparsity(model, print_fn=print):
         }
     )
     if print_fn is not None:
-        _print_table(
+        _tables.print_table(
             ["layer", "variable", "shape", "size", "zeros", "fraction", "zero units"],
             [
                 [
@@ -185,12 +187,6 @@ def sparsity(model, print_fn=print):
 # --- helpers ------------------------------------------------------------
 
 
-def _check_print_fn(print_fn):
-    if print_fn is not None and not callable(print_fn):
-        raise TypeError(
-            f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}"
-        )
-    return print_fn
 
 
 def _class_name(obj):
@@ -220,7 +216,7 @@ def _print_summary(rows, model_name, print_fn):
     if not rows:
         print_fn(f"No regularized or constrained variables in '{model_name}'.")
         return
-    _print_table(
+    _tables.print_table(
         ["layer", "variable", "shape", "regularizer", "penalty", "constraint"],
         [
             [
@@ -238,9 +234,3 @@ def _print_summary(rows, model_name, print_fn):
     counted = [r["penalty"] for r in rows if r["penalty"] is not None and r["trainable"]]
     plural = "" if len(counted) == 1 else "s"
     print_fn(f"Total penalty: {sum(counted):.6g} ({len(counted)} variable{plural})")
-
-
-def _print_table(headers, rows, print_fn):
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    for line in [headers, *rows]:
-        print_fn("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())

@@ -37,6 +37,7 @@ import keras
 from keras_regkit import _graph
 from keras_regkit import _residual
 from keras_regkit import _selectors
+from keras_regkit import _tables
 from keras_regkit import _validation
 from keras_regkit.dropout import CONVOLUTIONS
 from keras_regkit.layers import DropBlock2D
@@ -134,15 +135,13 @@ def droppath_plan(model, max_rate=0.1, schedule="linear", *, seed=None,
     block  merge  branch  shortcut  rate  note
     1      add    fc      identity  0.1
     """
-    if print_fn is not None and not callable(print_fn):
-        raise TypeError(
-            f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}")
+    _validation.print_fn(print_fn)
     rows, _, _, _ = _droppath(model, max_rate, schedule, seed)
     if print_fn is not None:
         inserted = sum(not row["skipped"] for row in rows)
         print_fn(f"DropPath plan for '{model.name}': {inserted} residual "
                  f"block{'s' if inserted != 1 else ''}, {len(rows) - inserted} skipped")
-        _print_table(
+        _tables.print_table(
             ("block", "merge", "branch", "shortcut", "rate", "note"),
             [("-" if row["block"] is None else str(row["block"]), row["merge"],
               row["branch"] or "-", row["shortcut"] or "-",
@@ -244,16 +243,14 @@ def dropblock_plan(model, rate=0.1, block_size=7, *, stages=2, shortcut=True,
     layer's or merge's name), `rate`, `block_size`, `skipped` and `reason`.
     Raises what `insert_dropblock` raises.
     """
-    if print_fn is not None and not callable(print_fn):
-        raise TypeError(
-            f"`print_fn` must be a callable or None. Received: print_fn={print_fn!r}")
+    _validation.print_fn(print_fn)
     rows, insertions, before, _ = _dropblock(model, rate, block_size, stages,
                                              shortcut, seed)
     if print_fn is not None:
         inserted = len(insertions) + sum(len(v) for v in before.values())
         print_fn(f"DropBlock plan for '{model.name}': {inserted} inserted, "
                  f"{len(rows) - inserted} skipped")
-        _print_table(
+        _tables.print_table(
             ("stage", "block", "position", "layer", "rate", "block_size", "note"),
             [(str(row["stage"]), str(row["block"]), row["position"], row["layer"],
               "-" if row["skipped"] else f"{row['rate']:g}",
@@ -348,9 +345,7 @@ def _dropblock(model, rate, block_size, stages, shortcut, seed):
     rate = _validation.rate(rate, "rate")
     block_size = _validation.positive_int(block_size, "block_size")
     stages = _validation.positive_int(stages, "stages")
-    if not isinstance(shortcut, bool):
-        raise TypeError(
-            f"`shortcut` must be True or False. Received: shortcut={shortcut!r}")
+    _validation.boolean(shortcut, "shortcut")
     seed = _validation.seed(seed, "seed")
     merges = _residual.merges(levels)
     blocks = [m for m in merges if not m.skip]
@@ -456,10 +451,3 @@ def _remove(model, layer_class, caller):
                       "layer; returning an unchanged copy.", UserWarning, stacklevel=3)
     return _graph.rebuild_model(levels, insertions={}, remove=lambda layer: isinstance(
         layer, layer_class))
-
-
-def _print_table(header, rows, print_fn):
-    table = [header] + rows
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        print_fn("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

@@ -125,8 +125,7 @@ class SharpnessAwareMinimization(keras.Model):
                 f"{type(model).__name__}"
             )
         rho = _validation.positive(rho, "rho")
-        if not isinstance(adaptive, bool):
-            raise TypeError(f"`adaptive` must be True or False. Received: adaptive={adaptive!r}")
+        _validation.boolean(adaptive, "adaptive")
         eta = _validation.non_negative(eta, "eta")
         if num_batch_splits is not None:
             num_batch_splits = _validation.positive_int(num_batch_splits, "num_batch_splits")

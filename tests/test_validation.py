@@ -54,6 +54,43 @@ def test_positive_int():
         _validation.positive_int(True, "epochs")
 
 
+def test_boolean():
+    assert _validation.boolean(False, "spatial") is False
+    for value in (0, 1, None, "True", np.bool_(True)):
+        with pytest.raises(TypeError, match=f"`spatial` must be True or False. Received: spatial={value!r}"):
+            _validation.boolean(value, "spatial")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.5, 1, 1.0])
+def test_fraction_accepts_closed_unit_interval(value):
+    assert _validation.fraction(value, "l1_ratio") == float(value)
+
+
+@pytest.mark.parametrize("value", [-1e-9, 1.0000001, 2])
+def test_fraction_refuses_outside(value):
+    with pytest.raises(ValueError, match=r"`l1_ratio` must be in the interval \[0, 1\]. Received: l1_ratio="):
+        _validation.fraction(value, "l1_ratio")
+
+
+def test_optional_positive_int_and_at_most():
+    assert _validation.optional_positive_int(None, "train_limit") is None
+    assert _validation.optional_positive_int(np.int64(7), "train_limit") == 7
+    with pytest.raises(ValueError, match="Received: train_limit=0"):
+        _validation.optional_positive_int(0, "train_limit")
+    assert _validation.positive_int_at_most(5, "blocks", 5) == 5
+    with pytest.raises(ValueError, match="`blocks` must be between 1 and 5. Received: blocks=6"):
+        _validation.positive_int_at_most(6, "blocks", 5)
+    with pytest.raises(ValueError, match="Received: blocks=0"):
+        _validation.positive_int_at_most(0, "blocks", 5)
+
+
+def test_print_fn():
+    assert _validation.print_fn(None) is None
+    assert _validation.print_fn(print) is print
+    with pytest.raises(TypeError, match="`print_fn` must be a callable or None. Received: print_fn='x'"):
+        _validation.print_fn("x")
+
+
 def test_one_of():
     assert _validation.one_of("none", "decay_scaling", ("none", "schedule")) == "none"
     with pytest.raises(ValueError, match="'none', 'schedule'. Received: decay_scaling='x'"):
