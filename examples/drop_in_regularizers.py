@@ -51,8 +51,8 @@ def main(argv=None):
     y = rng.integers(0, 3, num_examples)
 
     # The textbook cost J = 1/m ΣL + λ/(2m) Σ‖W‖² with Keras's mean loss is l2 = λ/(2m).
-    ours = keras_regkit.L2.from_textbook(lam=1.0, num_examples=num_examples)
-    print(f"L2.from_textbook(lam=1.0, num_examples={num_examples}).l2 = {ours.l2:.6g}"
+    ours = keras_regkit.L2.from_textbook(strength=1.0, num_examples=num_examples)
+    print(f"L2.from_textbook(strength=1.0, num_examples={num_examples}).l2 = {ours.l2:.6g}"
           f"  (= 1 / (2 * {num_examples}))")
     theirs = keras.regularizers.L2(ours.l2)
 

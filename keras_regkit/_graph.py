@@ -13,9 +13,14 @@ import keras
 
 from keras_regkit import _selectors
 
-_L = keras.layers
-DROPOUT_LAYERS = (_L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
-                  _L.SpatialDropout3D, _L.GaussianDropout, _L.AlphaDropout)
+DROPOUT_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
 
 
 def is_graph_model(layer):
@@ -40,7 +45,7 @@ class _Level:
         self.prefix = prefix
         self.is_output = is_output
         self.layers = [layer for layer in model.layers
-                       if not isinstance(layer, _L.InputLayer)]
+                       if not isinstance(layer, keras.layers.InputLayer)]
         nodes, consumers, first_outputs = {}, {}, {}
         outputs = [self._key(t) for t in keras.tree.flatten(model.outputs)]
         stack = list(outputs)
@@ -73,7 +78,7 @@ class _Level:
         while queue:  # breadth first: "produces a model output" wins
             key, chain = queue.popleft()
             op, parents = nodes[key]
-            if isinstance(op, _L.InputLayer) or key in seen:
+            if isinstance(op, keras.layers.InputLayer) or key in seen:
                 continue
             seen.add(key)
             reasons.setdefault(id(op), "reaches a model output only through weightless "
@@ -133,8 +138,9 @@ def hidden_layers(levels):
     KerasHub `TransformerEncoder`, a wrapper such as `TimeDistributed`) calls
     its sub-layers from its own `call()`, so they are not in any layer graph
     and `rebuild_model` copies the composite as one layer from its config.
-    Its sub-layers are found by `_selectors.sub_layers`, recursively. Layers of the graph themselves (even if a composite also
-    holds them) are not hidden. Returns a list of `Hidden`.
+    Its sub-layers are found by `_selectors.sub_layers`, recursively. Layers
+    of the graph themselves (even if a composite also holds them) are not
+    hidden. Returns a list of `Hidden`.
     """
     seen = {id(layer) for level in levels for layer in level.model.layers}
     seen.update(id(level.model) for level in levels)
@@ -267,3 +273,31 @@ def _insert_before(args, kwargs, new_layers):
                 flat[index] = new_layers[position](item)
             position += 1
     return keras.tree.pack_sequence_as((args, kwargs), flat)
+
+
+HIDDEN_WHY = ("A composite layer runs them from its own `call()`, not through the "
+              "model's layer graph, so a copy of the graph cannot reach them.")
+
+
+def describe_hidden(hidden, rates=False):
+    """`'a/b' (Dense), ... inside 'a' (Block); ...`: the layers, grouped by owner."""
+    groups = {}
+    for h in hidden:
+        detail = h.layer.__class__.__name__
+        if rates:
+            detail += f", rate {getattr(h.layer, 'rate', None)}"
+        groups.setdefault(id(h.owner), (h, []))[1].append(f"{h.path!r} ({detail})")
+    return "; ".join(
+        f"{', '.join(items)} inside {h.owner_path!r} ({h.owner.__class__.__name__})"
+        for h, items in groups.values())
+
+
+def check_removable(levels, model, caller, noun, is_target, advice):
+    """Raises a `ValueError` if a layer to remove sits inside a composite layer."""
+    hidden = [h for h in hidden_layers(levels) if is_target(h.layer)]
+    if hidden:
+        raise ValueError(
+            f"{caller}: cannot remove {len(hidden)} {noun} layer(s) of "
+            f"'{model.name}' that sit inside composite layers: "
+            f"{describe_hidden(hidden, rates=True)}. {HIDDEN_WHY} Nothing was "
+            f"changed. {advice} Received: model={model!r}")

@@ -15,12 +15,19 @@ import keras
 from keras_regkit.dropout import CONVOLUTIONS
 from keras_regkit.layers import DropPath
 
-_L = keras.layers
 
 # Layers that continue a convolution's "group": conv -> norm -> activation.
-GROUP_FOLLOWERS = (_L.BatchNormalization, _L.LayerNormalization,
-                   _L.GroupNormalization, _L.Activation, _L.ReLU, _L.LeakyReLU,
-                   _L.ELU, _L.PReLU, _L.Softmax)
+GROUP_FOLLOWERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Softmax,
+)
 
 # One residual merge of a level: `key` its graph node, `branch`/`shortcut` the
 # node keys of its inputs, at tensor positions `branch_at`/`shortcut_at`;
@@ -32,11 +39,11 @@ Merge = collections.namedtuple(
 
 def is_add(op):
     """Whether the graph operation `op` is an `Add` layer or a `x + y` operation."""
-    if isinstance(op, _L.Add):
+    if isinstance(op, keras.layers.Add):
         return True
     # `x + y` on symbolic tensors is a `keras.ops` operation, whose class is
     # not public API: recognized by name, as `_graph` recognizes `Functional`.
-    return (not isinstance(op, _L.Layer) and type(op).__name__ == "Add"
+    return (not isinstance(op, keras.layers.Layer) and type(op).__name__ == "Add"
             and type(op).__module__.startswith("keras"))
 
 
@@ -134,7 +141,7 @@ def stochastic_depth_rate(layer):
     if type(layer).__name__ == "StochasticDepth":  # keras.applications.convnext's
         return getattr(layer, "drop_path_rate", None)
     shape = getattr(layer, "noise_shape", None)
-    if (isinstance(layer, _L.Dropout) and shape is not None and len(shape) > 1
+    if (isinstance(layer, keras.layers.Dropout) and shape is not None and len(shape) > 1
             and all(size == 1 for size in tuple(shape)[1:])):
         return layer.rate
     return None

@@ -48,16 +48,21 @@ __all__ = ["dropout_plan", "insert_dropout", "remove_dropout"]
 POLICIES = ("dense", "vgg")
 VGG_POOLING_RATE = 0.25
 
-_L = keras.layers
 DROPOUT_LAYERS = _graph.DROPOUT_LAYERS
-CONVOLUTIONS = (_L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose,
-                _L.Conv2DTranspose, _L.Conv3DTranspose, _L.SeparableConv1D,
-                _L.SeparableConv2D, _L.DepthwiseConv1D, _L.DepthwiseConv2D)
+CONVOLUTIONS = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+)
 # Local pooling only: global pooling ends the convolutional part, and the
 # dense layers after it get the dense rate (select it with `after` if wanted).
-POOLING = (_L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D,
-           _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D)
-_SPATIAL = {3: _L.SpatialDropout1D, 4: _L.SpatialDropout2D, 5: _L.SpatialDropout3D}
+POOLING = (
+    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+)
+_SPATIAL = {3: keras.layers.SpatialDropout1D, 4: keras.layers.SpatialDropout2D,
+            5: keras.layers.SpatialDropout3D}
 
 _Insertion = collections.namedtuple("_Insertion", ["layer_class", "rate", "kwargs"])
 
@@ -203,18 +208,13 @@ def remove_dropout(model):
     ['Dense', 'Dense']
     """
     levels = _graph.levels(model)
-    hidden = [h for h in _graph.hidden_layers(levels)
-              if isinstance(h.layer, DROPOUT_LAYERS) and getattr(h.layer, "rate", None) != 0]
-    if hidden:
-        raise ValueError(
-            f"remove_dropout: cannot remove {len(hidden)} dropout layer(s) of "
-            f"'{model.name}' that sit inside composite layers: "
-            f"{_describe_hidden(hidden, rates=True)}. {_HIDDEN_WHY} Nothing was "
-            "changed. Set their rate to 0 through the owning layer's own "
-            "constructor argument (KerasHub backbones and layers take "
-            "`dropout=`, e.g. `keras_hub.models.BertBackbone(..., dropout=0.0)`; "
-            "`keras.layers.MultiHeadAttention(..., dropout=0.0)`) and build the "
-            f"model again. Received: model={model!r}")
+    _graph.check_removable(
+        levels, model, "remove_dropout", "dropout",
+        lambda layer: isinstance(layer, DROPOUT_LAYERS) and getattr(layer, "rate", None) != 0,
+        "Set their rate to 0 through the owning layer's own constructor argument "
+        "(KerasHub backbones and layers take `dropout=`, e.g. "
+        "`keras_hub.models.BertBackbone(..., dropout=0.0)`; "
+        "`keras.layers.MultiHeadAttention(..., dropout=0.0)`) and build the model again.")
     found = [layer for level in levels for layer in level.layers
              if isinstance(layer, DROPOUT_LAYERS)]
     if not found:
@@ -236,7 +236,7 @@ def _rules(rate, after, policy):
             f"policy={policy!r}")
     if policy is not None:
         _validation.one_of(policy, "policy", POLICIES)
-        dense = (lambda layer: isinstance(layer, _L.Dense), rate,
+        dense = (lambda layer: isinstance(layer, keras.layers.Dense), rate,
                  f"policy={policy!r}: Dense")
         if policy == "dense":
             return [dense]
@@ -261,15 +261,15 @@ def _dropout_for(layer, tensors, spatial):
     """The `_Insertion` layer class and kwargs for dropout after `layer`."""
     ranks = {len(t.shape) for t in tensors}
     if not (spatial and len(ranks) == 1 and min(ranks) in _SPATIAL):
-        return _L.Dropout, {}
+        return keras.layers.Dropout, {}
     rank = min(ranks)
     data_format = getattr(layer, "data_format", None)
     if data_format not in ("channels_first", "channels_last"):
         data_format = "channels_last"
     if rank == 3:  # SpatialDropout1D has no data_format: channels_last only
         if data_format == "channels_first":
-            return _L.Dropout, {"noise_shape": (None, None, 1)}
-        return _L.SpatialDropout1D, {}
+            return keras.layers.Dropout, {"noise_shape": (None, None, 1)}
+        return keras.layers.SpatialDropout1D, {}
     return _SPATIAL[rank], {"data_format": data_format}
 
 
@@ -287,7 +287,7 @@ def _plan(model, rate, after, policy, spatial, skip_output):
                 candidates.append((level, layer))
     names = [level.path(layer) for level, layer in candidates]
     hidden = [h for h in _graph.hidden_layers(levels)
-              if not isinstance(h.layer, (_L.InputLayer,) + DROPOUT_LAYERS)]
+              if not isinstance(h.layer, (keras.layers.InputLayer,) + DROPOUT_LAYERS)]
     chosen = {}  # id(layer) -> (rate, label); later rules win
     hidden_chosen = {}  # id(layer) -> (Hidden, rate, label), for the refusal
     for predicate, value, label in rules:
@@ -339,7 +339,8 @@ def _plan(model, rate, after, policy, spatial, skip_output):
             layer_class, kwargs = _dropout_for(layer, tensors, spatial)
             insertions[id(layer)] = _Insertion(layer_class, value, kwargs)
             row.update(dropout=layer_class.__name__, rate=value)
-            if layer_class is _L.Dropout and not kwargs and isinstance(layer, CONVOLUTIONS):
+            plain = layer_class is keras.layers.Dropout and not kwargs
+            if plain and isinstance(layer, CONVOLUTIONS):
                 plain_after_conv.append(level.path(layer))
         rows.append(row)
     if plain_after_conv:
@@ -352,10 +353,6 @@ def _plan(model, rate, after, policy, spatial, skip_output):
             "or put dropout after pooling or dense layers.",
             UserWarning, stacklevel=3)
     return rows, insertions, levels
-
-
-_HIDDEN_WHY = ("A composite layer runs them from its own `call()`, not through the "
-               "model's layer graph, so a copy of the graph cannot reach them.")
 
 
 def _unreachable_error(model, unreachable, rate, after, policy):
@@ -374,7 +371,7 @@ def _unreachable_error(model, unreachable, rate, after, policy):
     return ValueError(
         f"Cannot put dropout after {len(unreachable)} layer(s) of '{model.name}' "
         f"(selected by {labels}) that sit inside composite layers: "
-        f"{_describe_hidden([h for h, _ in unreachable])}. {_HIDDEN_WHY} Nothing "
+        f"{_graph.describe_hidden([h for h, _ in unreachable])}. {_graph.HIDDEN_WHY} Nothing "
         "was changed. Set the dropout through the owning layer's own constructor "
         "argument (KerasHub backbones and layers take `dropout=`, e.g. "
         "`keras_hub.models.BertBackbone(..., dropout=0.1)`; "
@@ -391,19 +388,6 @@ def _describe_choice(after, policy):
         return "after={" + ", ".join(
             f"{_selectors.describe(key)}: {value!r}" for key, value in after.items()) + "}"
     return f"after={_selectors.describe(after)}"
-
-
-def _describe_hidden(hidden, rates=False):
-    """`'a/b' (Dense), ... inside 'a' (Block); ...`: the layers, grouped by owner."""
-    groups = {}
-    for h in hidden:
-        detail = h.layer.__class__.__name__
-        if rates:
-            detail += f", rate {getattr(h.layer, 'rate', None)}"
-        groups.setdefault(id(h.owner), (h, []))[1].append(f"{h.path!r} ({detail})")
-    return "; ".join(
-        f"{', '.join(items)} inside {h.owner_path!r} ({h.owner.__class__.__name__})"
-        for h, items in groups.values())
 
 
 def _print_plan(model, rows, inserted, print_fn):

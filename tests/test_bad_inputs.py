@@ -84,15 +84,15 @@ CASES = [
         r"`l2`.*Received: l2=array\(\[0.1, 0.2\]\)", id="L2-array",
     ),
     pytest.param(
-        lambda m: L2.from_textbook(lam=-1.0, num_examples=10), ValueError,
-        r"`lam`.*Received: lam=-1", id="L2.from_textbook-lam-negative",
+        lambda m: L2.from_textbook(strength=-1.0, num_examples=10), ValueError,
+        r"`strength`.*Received: strength=-1", id="L2.from_textbook-strength-negative",
     ),
     pytest.param(
-        lambda m: L2.from_textbook(lam=1.0, num_examples=0), ValueError,
+        lambda m: L2.from_textbook(strength=1.0, num_examples=0), ValueError,
         r"`num_examples`.*Received: num_examples=0", id="L2.from_textbook-m-zero",
     ),
     pytest.param(
-        lambda m: L2.from_textbook(lam=1.0, num_examples=2.5), TypeError,
+        lambda m: L2.from_textbook(strength=1.0, num_examples=2.5), TypeError,
         r"`num_examples`.*Received: num_examples=2.5", id="L2.from_textbook-m-float",
     ),
     pytest.param(

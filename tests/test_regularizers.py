@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_regkit
 from keras_regkit import CorrectedElasticNet
 from keras_regkit import ElasticNet
 from keras_regkit import ElasticNetCorrection
@@ -105,7 +106,7 @@ def test_penalty_reaches_model_losses():
 
 
 def test_from_textbook():
-    reg = L2.from_textbook(lam=3.0, num_examples=60)
+    reg = L2.from_textbook(strength=3.0, num_examples=60)
     assert type(reg) is L2 and reg.l2 == 3.0 / 120
     w = _random((5, 2))
     # J = 1/m sum L + lam/(2m) ||W||_F^2: the penalty part.
@@ -494,14 +495,14 @@ CONSTRUCTORS = [
     (CorrectedElasticNet, "l2"),
     (GroupLasso, "factor"),
     (ElasticNet.from_mix, "alpha"),
-    (L2.from_textbook, "lam"),
+    (L2.from_textbook, "strength"),
 ]
 
 
 @pytest.mark.parametrize("value, error, message", INVALID)
 @pytest.mark.parametrize("constructor, name", CONSTRUCTORS)
 def test_invalid_coefficients(constructor, name, value, error, message):
-    kwargs = {"num_examples": 10} if name == "lam" else {}
+    kwargs = {"num_examples": 10} if name == "strength" else {}
     with pytest.raises(error, match=message.format(name).replace("(", r"\(")):
         constructor(**{name: value}, **kwargs)
 
@@ -519,6 +520,16 @@ def test_invalid_coefficients(constructor, name, value, error, message):
 def test_invalid_l1_ratio(kwargs, error, message):
     with pytest.raises(error, match=message):
         CorrectedElasticNet.from_mix(**kwargs)
+
+
+def test_from_textbook_lam_is_deprecated():
+    with pytest.warns(DeprecationWarning, match="use `strength=`"):
+        reg = L2.from_textbook(lam=3.0, num_examples=60)
+    assert reg.l2 == 3.0 / 120
+    with pytest.raises(ValueError, match="Received: strength=1.0, lam=2.0"):
+        L2.from_textbook(strength=1.0, num_examples=60, lam=2.0)
+    with pytest.raises(TypeError, match="Received: strength=None"):
+        L2.from_textbook(num_examples=60)
 
 
 @pytest.mark.parametrize(
@@ -649,3 +660,20 @@ def test_keras_save_load_in_fresh_process(tmp_path):
     for got, want in zip(result["weights"], expected_weights):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
+
+
+@pytest.mark.parametrize(
+    "class_name, config",
+    [
+        ("ElasticNet", {"l1": 0.1, "l2": 0.2}),
+        ("CorrectedElasticNet", {"l1": 0.1, "l2": 0.2, "correction_applied": True}),
+    ],
+)
+def test_configs_saved_before_the_elastic_net_module_split_still_load(class_name, config):
+    # What `serialize_keras_object` wrote when the classes lived in
+    # `keras_regkit.regularizers` (before `_elastic_net.py`).
+    old = {"module": "keras_regkit.regularizers", "class_name": class_name,
+           "config": config, "registered_name": f"keras_regkit>{class_name}"}
+    restored = keras.saving.deserialize_keras_object(old)
+    assert type(restored) is getattr(keras_regkit.regularizers, class_name)
+    assert restored.get_config() == config
