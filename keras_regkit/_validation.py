@@ -7,6 +7,7 @@ shows what was received (`Received: factor=-1`).
 
 import math
 import numbers
+import os
 
 
 def _received(name, value):
@@ -183,3 +184,15 @@ def print_fn(value, name="print_fn"):
             f"`{name}` must be a callable or None. {_received(name, value)}"
         )
     return value
+
+
+def optional_path(value, name):
+    """Returns `None`, or `value` as a non-empty `str` path (from `str` or `os.PathLike`)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TypeError(
+            f"`{name}` must be a non-empty path (str or os.PathLike) or None. "
+            f"{_received(name, value)}"
+        )
+    return os.fspath(value)

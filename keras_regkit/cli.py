@@ -11,14 +11,19 @@ code 2 before anything is written.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
+# Keras-free: `--help` does not wait for Keras and the model code.
+from keras_regkit.baselines._settings import MAX_BLOCKS
+from keras_regkit.baselines._settings import QUICK
+from keras_regkit.baselines._settings import STRATEGIES
+from keras_regkit.baselines._settings import RunSettings
+from keras_regkit.baselines._variants import DEFAULT_VARIANT
+from keras_regkit.baselines._variants import VARIANTS
+
 EXIT_USAGE = 2
-# --quick: `none` and the variant side by side on a subset small enough to
-# show `none` overfitting within a couple of minutes on 2 CPU cores.
-QUICK = {"epochs": 12, "train_limit": 1000, "test_limit": 1000, "batch_size": 32}
-DEFAULTS = {"epochs": 50, "train_limit": None, "test_limit": None, "batch_size": 128}
 
 
 def _positive_int(text):
@@ -44,17 +49,6 @@ def _float_list(text):
     return values
 
 
-def _variant_names():
-    # The names only: importing the model code pulls in Keras, which `--help`
-    # should not wait for.
-    return (
-        "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
-        "adamw", "elastic-net", "prox-l1",
-        "resnet", "resnet+droppath", "resnet+dropblock",
-        "sam", "sam+dropout",
-    )
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-regkit",
@@ -74,13 +68,14 @@ def build_parser():
             "and never downloaded."
         ),
     )
-    run.add_argument("--variant", default="l2+dropout", choices=_variant_names(),
+    # Defaults from RunSettings; None: not given (RunSettings or --quick decides).
+    run.add_argument("--variant", default=DEFAULT_VARIANT, choices=tuple(VARIANTS),
                      help="regularization set-up (default: %(default)s)")
     run.add_argument("--epochs", type=_positive_int, default=None,
-                     help=f"training epochs (default: {DEFAULTS['epochs']}; "
+                     help=f"training epochs (default: {RunSettings.epochs}; "
                           f"{QUICK['epochs']} with --quick)")
     run.add_argument("--batch-size", type=_positive_int, default=None,
-                     help=f"per-replica batch size (default: {DEFAULTS['batch_size']}; "
+                     help=f"per-replica batch size (default: {RunSettings.batch_size}; "
                           f"{QUICK['batch_size']} with --quick)")
     run.add_argument("--out", required=True, help="run folder to write")
     run.add_argument("--train-limit", type=_positive_int, default=None,
@@ -98,11 +93,11 @@ def build_parser():
                      help="BatchNormalization after each convolution")
     run.add_argument("--standardize", action="store_true",
                      help="per-channel standardization instead of [0, 1] scaling")
-    run.add_argument("--blocks", type=int, choices=(1, 2, 3, 4, 5), default=2,
+    run.add_argument("--blocks", type=int, choices=tuple(range(1, MAX_BLOCKS + 1)),
+                     default=RunSettings.blocks,
                      help="convolution blocks: 2 = classic, 3 = textbook (default: "
                           "%(default)s); VGG-like variants only, as is --batch-norm")
-    run.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
-                     default="default",
+    run.add_argument("--strategy", choices=STRATEGIES, default=RunSettings.strategy,
                      help="tf.distribute strategy; multiworker reads TF_CONFIG")
     run.add_argument("--quick", action="store_true",
                      help=f"show the effect in a couple of minutes: train `none` and "
@@ -128,7 +123,7 @@ def build_parser():
         ),
     )
     sweep.add_argument("dataset", choices=("cifar10",), help="the baseline to sweep")
-    sweep.add_argument("--variant", default="l2", choices=_variant_names(),
+    sweep.add_argument("--variant", default="l2", choices=tuple(VARIANTS),
                        help="the variant whose strength is swept (default: %(default)s)")
     sweep.add_argument("--param", required=True,
                        choices=("l2", "l1", "max_norm", "weight_decay", "decoupled_l1"),
@@ -171,32 +166,29 @@ def _fail(message):
     return EXIT_USAGE
 
 
+def run_settings(args):
+    """The `RunSettings` of parsed `keras-regkit cifar10` arguments.
+
+    Options not given take `RunSettings`'s defaults, or with `--quick` those
+    of `RunSettings.quick` (`QUICK`); options given always win.
+    """
+    names = [field.name for field in dataclasses.fields(RunSettings)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return RunSettings.quick(**given) if args.quick else RunSettings(**given)
+
+
 def _run_cifar10(args, argv):
+    try:
+        settings = run_settings(args)
+    except (ValueError, TypeError) as error:
+        return _fail(str(error))
     from keras_regkit.baselines import cifar10
 
-    settings = QUICK if args.quick else DEFAULTS
-    for key, default in settings.items():
-        if getattr(args, key) is None:
-            setattr(args, key, default)
+    command = ["keras-regkit", *argv]
     if args.quick:
-        return _run_quick(args, argv)
-    result = cifar10.train(
-        args.variant,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        out=args.out,
-        data_dir=args.data_dir,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        augment=args.augment,
-        batch_norm=args.batch_norm,
-        blocks=args.blocks,
-        standardize=args.standardize,
-        strategy=args.strategy,
-        seed=args.seed,
-        verbose=args.verbose,
-        command=["keras-regkit", *argv],
-    )
+        return _run_quick(settings, args, command)
+    result = cifar10.train(settings=settings, out=args.out, verbose=args.verbose,
+                           command=command)
     metrics = result["metrics"]
     print(
         f"{metrics['variant']}: test accuracy {metrics['test_accuracy']:.4f}, "
@@ -209,26 +201,21 @@ def _run_cifar10(args, argv):
     return 0
 
 
-def _run_quick(args, argv):
+def _run_quick(settings, args, command):
     """`--quick`: `none` and the variant on the same small subset, side by side."""
     from keras_regkit.baselines import cifar10
 
     cifar10.check_output_dir(args.out)
-    names = list(dict.fromkeys(["none", args.variant]))
     folders = []
-    for name in names:
+    for name in dict.fromkeys(["none", settings.variant.name]):
         result = cifar10.train(
-            name, epochs=args.epochs, batch_size=args.batch_size,
-            out=os.path.join(args.out, name), data_dir=args.data_dir,
-            train_limit=args.train_limit, test_limit=args.test_limit,
-            augment=args.augment, batch_norm=args.batch_norm, blocks=args.blocks,
-            standardize=args.standardize, strategy=args.strategy, seed=args.seed,
-            verbose=args.verbose, command=["keras-regkit", *argv],
+            settings=dataclasses.replace(settings, variant=name),
+            out=os.path.join(args.out, name), verbose=args.verbose, command=command,
         )
         folders.append(result["out"])
     plot = os.path.join(args.out, "compare.png")
-    print(f"Quick comparison: {args.train_limit} training images, {args.epochs} epochs, "
-          f"validation = the first {args.test_limit} test images")
+    print(f"Quick comparison: {settings.train_limit} training images, {settings.epochs} "
+          f"epochs, validation = the first {settings.test_limit} test images")
     cifar10.compare_runs(folders, plot=plot)
     print(f"curves: {plot}")
     return 0

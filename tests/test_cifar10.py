@@ -96,7 +96,7 @@ def test_two_block_layout_is_the_classic_recipe():
 
 def test_three_blocks_batch_norm_max_norm():
     model = cifar10.build_vgg_like(
-        weight_decay=5e-4, blocks=3, batch_norm=True, max_norm=2.5
+        l2=5e-4, blocks=3, batch_norm=True, max_norm=2.5
     )
     expected = (
         [("InputLayer",)]
@@ -118,7 +118,7 @@ def test_three_blocks_batch_norm_max_norm():
 
 
 @pytest.mark.parametrize(
-    "weight_decay, l1, expected",
+    "l2, l1, expected",
     [
         (0.0, 0.0, None),
         (None, 0.0, None),
@@ -126,8 +126,8 @@ def test_three_blocks_batch_norm_max_norm():
         (1e-4, 1e-5, ("ElasticNet", {"l1": 1e-5, "l2": 1e-4})),
     ],
 )
-def test_penalty_choice(weight_decay, l1, expected):
-    model = cifar10.build_vgg_like(weight_decay=weight_decay, l1=l1, dropout=False)
+def test_penalty_choice(l2, l1, expected):
+    model = cifar10.build_vgg_like(l2=l2, l1=l1, dropout=False)
     assert [type(layer).__name__ for layer in model.layers].count("Dropout") == 0
     for conv in _convs(model):
         if expected is None:
@@ -140,7 +140,7 @@ def test_penalty_choice(weight_decay, l1, expected):
 
 
 def test_penalty_in_loss_matches_numpy():
-    model = cifar10.build_vgg_like(weight_decay=3e-3, dropout=False, regularize_dense=True)
+    model = cifar10.build_vgg_like(l2=3e-3, dropout=False, regularize_dense=True)
     kernels = [layer.kernel.numpy() for layer in _convs(model)]
     kernels.append(model.get_layer("fc").kernel.numpy())
     expected = 3e-3 * sum(float(np.sum(k.astype(np.float64) ** 2)) for k in kernels)
@@ -153,7 +153,7 @@ def test_penalty_in_loss_matches_numpy():
     [
         ({"blocks": 0}, "Received: blocks=0"),
         ({"blocks": 6}, "Received: blocks=6"),
-        ({"weight_decay": -1.0}, "Received: weight_decay=-1"),
+        ({"l2": -1.0}, "Received: l2=-1"),
         ({"max_norm": 0.0}, "Received: max_norm=0"),
         ({"l1": -0.5}, "Received: l1=-0.5"),
     ],
@@ -189,16 +189,16 @@ def test_each_variant_builds_compiles_and_trains(name):
     assert dropouts == ([0.25, 0.25, 0.5] if variant.dropout else [])
     for conv in convs:
         penalty = conv.kernel_regularizer
-        if variant.weight_decay and variant.l1:
+        if variant.l2 and variant.l1:
             assert type(penalty) is regularizers.ElasticNet
-            assert (penalty.l1, penalty.l2) == pytest.approx((variant.l1, variant.weight_decay))
-        elif variant.weight_decay:
+            assert (penalty.l1, penalty.l2) == pytest.approx((variant.l1, variant.l2))
+        elif variant.l2:
             assert type(penalty) is regularizers.L2
-            assert penalty.l2 == pytest.approx(variant.weight_decay)
+            assert penalty.l2 == pytest.approx(variant.l2)
         else:
             assert penalty is None
     fc_penalty = model.get_layer("fc").kernel_regularizer
-    if variant.regularize_dense and variant.weight_decay:
+    if variant.regularize_dense and variant.l2:
         assert type(fc_penalty) is type(convs[0].kernel_regularizer)
         assert fc_penalty.get_config() == pytest.approx(convs[0].kernel_regularizer.get_config())
     else:
@@ -210,12 +210,12 @@ def test_each_variant_builds_compiles_and_trains(name):
         else:
             assert layer.kernel_constraint is None
     optimizer = model.optimizer
-    if variant.normalized_weight_decay or variant.decoupled_l1:
+    if variant.normalized_decay or variant.decoupled_l1:
         assert isinstance(optimizer, optimizers.DecoupledWeightDecay)
         config = optimizer.get_config()
         # Loshchilov & Hutter's normalized decay for the default run
         # (batch 128, 50,000 images, 50 epochs): lambda_norm * sqrt(b / (B T)).
-        expected = variant.normalized_weight_decay * math.sqrt(128 / (50000 * 50))
+        expected = variant.normalized_decay * math.sqrt(128 / (50000 * 50))
         assert config["weight_decay"] == pytest.approx(expected)
         assert config["decay_scaling"] == "schedule"
         assert config["l1"] == pytest.approx(variant.decoupled_l1)
@@ -235,10 +235,10 @@ def test_each_variant_builds_compiles_and_trains(name):
 # back from the text: (regex, fields its groups give). Whatever a description
 # does not mention must be off.
 _DESCRIBED = [
-    (r"\bL2 (?:penalty )?(\d\S*) on the conv", ["weight_decay"]),
-    (r"elastic-net penalty \(l1=(\S+), l2=(\S+)\)", ["l1", "weight_decay"]),
+    (r"\bL2 (?:penalty )?(\d\S*) on the conv", ["l2"]),
+    (r"elastic-net penalty \(l1=(\S+), l2=(\S+)\)", ["l1", "l2"]),
     (r"max-norm c=(\S+) on every kernel", ["max_norm"]),
-    (r"lambda_norm=([\d.]+)", ["normalized_weight_decay"]),
+    (r"lambda_norm=([\d.]+)", ["normalized_decay"]),
     (r"proximal L1 step \(l1=([\d.]+)\)", ["decoupled_l1"]),
     (r"rho=([\d.]+)", ["sam_rho"]),
     (r"DropPath, rates rising linearly with depth to ([\d.]+)", ["droppath"]),
@@ -248,7 +248,7 @@ _DESCRIBED = [
 
 def _described(description):
     fields = {
-        "weight_decay": 0.0, "l1": 0.0, "max_norm": None, "normalized_weight_decay": 0.0,
+        "l2": 0.0, "l1": 0.0, "max_norm": None, "normalized_decay": 0.0,
         "decoupled_l1": 0.0, "sam_rho": 0.0, "droppath": 0.0, "dropblock": 0.0,
         "regularize_dense": "hidden Dense kernels" in description,
         "dropout": "VGG dropout" in description,
@@ -270,10 +270,10 @@ def test_named_variants_match_their_descriptions():
 def test_decoupled_decay_follows_the_run():
     """The decay a step applies: lambda_norm * sqrt(b / (B * T)) for this run."""
     model = cifar10.build_variant("adamw", batch_size=64, num_examples=10000, epochs=15)
-    lambda_norm = _described(cifar10.VARIANTS["adamw"].description)["normalized_weight_decay"]
+    lambda_norm = _described(cifar10.VARIANTS["adamw"].description)["normalized_decay"]
     expected = lambda_norm * math.sqrt(64 / (10000 * 15))
     assert model.optimizer.weight_decay == pytest.approx(expected)
-    # One step at a zero gradient: Adam moves nothing, the decay `w - lam * w` remains.
+    # One step at a zero gradient: Adam moves nothing, the decay `w - decay * w` remains.
     kernel = keras.Variable(np.ones((2, 2)), dtype="float64", name="kernel")
     model.optimizer.apply([np.zeros((2, 2))], [kernel])
     np.testing.assert_allclose(kernel.numpy(), 1 - expected, rtol=1e-7)
@@ -290,7 +290,7 @@ def test_sam_variants_wrap_the_vgg_network(name):
     net = model.model
     dropouts = [layer.rate for layer in net.layers if isinstance(layer, keras.layers.Dropout)]
     assert dropouts == ([0.25, 0.25, 0.5] if name == "sam+dropout" else [])
-    assert variant.weight_decay == 0 and variant.l1 == 0 and not variant.max_norm
+    assert variant.l2 == 0 and variant.l1 == 0 and not variant.max_norm
     assert all(layer.kernel_regularizer is None for layer in _convs(net) + _denses(net))
     assert type(model.optimizer) is keras.optimizers.Adam
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
@@ -491,7 +491,7 @@ def test_mirrored_strategy_counts_the_penalty_once():
     y = rng.integers(0, 10, size=8)
 
     def build():
-        model = cifar10.build_vgg_like(weight_decay=0.05, dropout=False, blocks=1)
+        model = cifar10.build_vgg_like(l2=0.05, dropout=False, blocks=1)
         model.compile(optimizer=keras.optimizers.SGD(0.1),
                       loss="sparse_categorical_crossentropy")
         return model

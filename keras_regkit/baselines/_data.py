@@ -31,13 +31,9 @@ class CIFAR10NotFoundError(FileNotFoundError):
 
 def resolve_data_dir(data_dir=None):
     """The tfds data directory in use: `data_dir`, else `$TFDS_DATA_DIR`, else tfds's default."""
+    data_dir = _validation.optional_path(data_dir, "data_dir")
     if data_dir is not None:
-        if not isinstance(data_dir, (str, os.PathLike)) or not os.fspath(data_dir):
-            raise TypeError(
-                "`data_dir` must be a non-empty path (str or os.PathLike) or None. "
-                f"Received: data_dir={data_dir!r}"
-            )
-        return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+        return os.path.abspath(os.path.expanduser(data_dir))
     from_env = os.environ.get("TFDS_DATA_DIR")
     if from_env:
         return os.path.abspath(os.path.expanduser(from_env))
@@ -198,8 +194,17 @@ def make_pipeline(
     >>> tuple(x.shape), x.dtype.name, float(x.numpy().max()), y.numpy().tolist()
     ((4, 32, 32, 3), 'float32', 1.0, [0, 1, 2, 3])
     """
-    tf = _import_tf()
     batch_size = _validation.positive_int(batch_size, "batch_size")
+    if training and shuffle_buffer is not None:
+        shuffle_buffer = _validation.positive_int(shuffle_buffer, "shuffle_buffer")
+    return _pipeline(dataset, batch_size, training=training, augment=augment, mean=mean,
+                     std=std, shuffle_buffer=shuffle_buffer, seed=seed, cache=cache)
+
+
+def _pipeline(dataset, batch_size, *, training, augment, mean, std, shuffle_buffer, seed,
+              cache):
+    """`make_pipeline` for arguments already checked."""
+    tf = _import_tf()
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     do_augment = bool(training and augment)
@@ -218,7 +223,7 @@ def make_pipeline(
         if shuffle_buffer is None:
             shuffle_buffer = max(_count(dataset), 1)
         dataset = dataset.shuffle(
-            _validation.positive_int(shuffle_buffer, "shuffle_buffer"),
+            shuffle_buffer,
             seed=seed,
             reshuffle_each_iteration=True,
         )
@@ -236,12 +241,6 @@ def make_pipeline(
         tf.data.experimental.AutoShardPolicy.DATA
     )
     return dataset.with_options(options)
-
-
-def _optional_limit(value, name):
-    if value is None:
-        return None
-    return _validation.positive_int(value, name)
 
 
 def load_cifar10(
@@ -290,9 +289,27 @@ def load_cifar10(
         ImportError: if `tensorflow-datasets` is not installed.
     """
     batch_size = _validation.positive_int(batch_size, "batch_size")
-    train_limit = _optional_limit(train_limit, "train_limit")
-    test_limit = _optional_limit(test_limit, "test_limit")
-    validation_size = _optional_limit(validation_size, "validation_size")
+    train_limit = _validation.optional_positive_int(train_limit, "train_limit")
+    test_limit = _validation.optional_positive_int(test_limit, "test_limit")
+    validation_size = _validation.optional_positive_int(validation_size, "validation_size")
+    if shuffle_buffer:  # `None` or 0: the whole training subset
+        shuffle_buffer = _validation.positive_int(shuffle_buffer, "shuffle_buffer")
+    return _load(batch_size, data_dir, augment=augment, train_limit=train_limit,
+                 test_limit=test_limit, standardize=standardize,
+                 shuffle_buffer=shuffle_buffer, seed=seed, validation_size=validation_size)
+
+
+def load_for_run(settings, replicas=1):
+    """The data of a run's `RunSettings` (already checked), batched for `replicas`."""
+    return _load(settings.batch_size * replicas, settings.data_dir, augment=settings.augment,
+                 train_limit=settings.train_limit, test_limit=settings.test_limit,
+                 standardize=settings.standardize, shuffle_buffer=None,
+                 seed=settings.data_seed, validation_size=None)
+
+
+def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize,
+          shuffle_buffer, seed, validation_size):
+    """`load_cifar10` for arguments already checked."""
     resolved_dir = resolve_data_dir(data_dir)
     try:
         import tensorflow_datasets as tfds
@@ -355,25 +372,20 @@ def load_cifar10(
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if standardize:
         mean, std = channel_stats(train_raw)
-    common = dict(mean=mean, std=std, seed=seed)
+    common = dict(mean=mean, std=std, seed=seed, cache=False, shuffle_buffer=None,
+                  augment=False, training=False)
     return CIFAR10Data(
-        train=make_pipeline(
-            train_raw,
-            batch_size,
-            training=True,
-            augment=augment,
-            shuffle_buffer=shuffle_buffer or num_train,
-            cache=False,
-            **common,
-        ),
-        train_eval=make_pipeline(train_raw, batch_size, cache=False, **common),
-        test=make_pipeline(test_raw, batch_size, cache=False, **common),
+        train=_pipeline(train_raw, batch_size, **{
+            **common, "training": True, "augment": augment,
+            "shuffle_buffer": shuffle_buffer or num_train}),
+        train_eval=_pipeline(train_raw, batch_size, **common),
+        test=_pipeline(test_raw, batch_size, **common),
         num_train=num_train,
         num_test=num_test,
         mean=mean,
         std=std,
         data_dir=resolved_dir,
-        validation=None if validation_raw is None else make_pipeline(
-            validation_raw, batch_size, cache=False, **common),
+        validation=None if validation_raw is None else _pipeline(
+            validation_raw, batch_size, **common),
         num_validation=num_validation,
     )

@@ -1,37 +1,36 @@
-"""The VGG-like network and the named regularization variants of the CIFAR-10 baseline."""
-
-import dataclasses
+"""The networks of the CIFAR-10 baseline: the VGG-like convnet, each variant's compiled model."""
 
 import keras
 
 from keras_regkit import _validation
 from keras_regkit import constraints
-from keras_regkit import dropout as dropout_lib
 from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import residual
 from keras_regkit import sam
 from keras_regkit.baselines._data import CIFAR10_CLASSES
 from keras_regkit.baselines._data import CIFAR10_SHAPE
+from keras_regkit.baselines._errors import renamed_keyword
 from keras_regkit.baselines._resnet import build_resnet
-from keras_regkit.layers import DropBlockSchedule
+from keras_regkit.baselines._settings import MAX_BLOCKS
+from keras_regkit.baselines._variants import DEFAULT_VARIANT
+from keras_regkit.baselines._variants import get_variant
+from keras_regkit.dropout import insert_dropout
 
 
-MAX_BLOCKS = 5  # 32x32 halves five times down to 1x1
-
-
-def _kernel_regularizer(weight_decay, l1):
-    if weight_decay and l1:
-        return regularizers.ElasticNet(l1=l1, l2=weight_decay)
-    if weight_decay:
-        return regularizers.L2(weight_decay)
+def _kernel_regularizer(l2, l1):
+    if l2 and l1:
+        return regularizers.ElasticNet(l1=l1, l2=l2)
+    if l2:
+        return regularizers.L2(l2)
     if l1:
         return regularizers.L1(l1)
     return None
 
 
+@renamed_keyword("weight_decay", "l2")
 def build_vgg_like(
-    weight_decay=1e-4,
+    l2=1e-4,
     dropout=True,
     max_norm=None,
     batch_norm=False,
@@ -52,18 +51,20 @@ def build_vgg_like(
         Conv2D(64, 3, same, relu) x 2 -> MaxPooling2D -> Dropout(0.25)
         Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(10, softmax)
 
-    The convolution kernels carry `keras_regkit.regularizers.L2(weight_decay)`
-    (`ElasticNet(l1, weight_decay)` when `l1 > 0` too, `L1(l1)` alone when
-    `weight_decay` is 0); with `max_norm=c` every kernel (convolutions and
-    dense layers) carries `keras_regkit.constraints.MaxNorm(c)`;
+    The convolution kernels carry the loss penalty
+    `keras_regkit.regularizers.L2(l2)` (`ElasticNet(l1, l2)` when `l1 > 0`
+    too, `L1(l1)` alone when `l2` is 0); with `max_norm=c` every kernel
+    (convolutions and dense layers) carries `keras_regkit.constraints.MaxNorm(c)`;
     `batch_norm=True` puts a BatchNormalization after each convolution. The
     dropout layers are placed by
     `keras_regkit.dropout.insert_dropout(model, policy="vgg")` on the
     dropout-free network.
 
     Args:
-        weight_decay: L2 coefficient on the convolution kernels (`0` or
-            `None`: no L2). Defaults to `1e-4`.
+        l2: L2 coefficient of the loss penalty on the convolution kernels
+            (`0` or `None`: no L2). Defaults to `1e-4`. Its old name
+            `weight_decay=` still works, with a `DeprecationWarning` (in
+            Keras, `weight_decay` means decoupled decay).
         dropout: Whether to insert the VGG dropout layers.
         max_norm: Max-norm bound `c` on every kernel, or `None`.
         batch_norm: BatchNormalization after each convolution.
@@ -71,7 +72,7 @@ def build_vgg_like(
         num_classes: Size of the softmax output. Defaults to `10`.
         input_shape: Image shape. Defaults to `(32, 32, 3)`.
         l1: L1 coefficient on the convolution kernels (elastic net together
-            with `weight_decay`). Defaults to `0`.
+            with `l2`). Defaults to `0`.
         regularize_dense: Also put the penalty on the hidden Dense kernel.
         kernel_initializer: Initializer of every kernel.
         name: Model name.
@@ -81,26 +82,22 @@ def build_vgg_like(
 
     Example:
 
-    >>> model = build_vgg_like(weight_decay=1e-4, dropout=False)
+    >>> model = build_vgg_like(l2=1e-4, dropout=False)
     >>> [layer.name for layer in model.layers][1:4]
     ['block1_conv1', 'block1_conv2', 'block1_pool']
     >>> model.get_layer("block1_conv1").kernel_regularizer.get_config()
     {'l2': 0.0001}
     """
-    weight_decay = _validation.non_negative(weight_decay or 0.0, "weight_decay")
+    l2 = _validation.non_negative(l2 or 0.0, "l2")
     l1 = _validation.non_negative(l1 or 0.0, "l1")
     if max_norm is not None:
         max_norm = _validation.positive(max_norm, "max_norm")
-    blocks = _validation.positive_int(blocks, "blocks")
-    if blocks > MAX_BLOCKS:
-        raise ValueError(
-            f"`blocks` must be between 1 and {MAX_BLOCKS}. Received: blocks={blocks!r}"
-        )
+    blocks = _validation.positive_int_at_most(blocks, "blocks", MAX_BLOCKS)
     num_classes = _validation.positive_int(num_classes, "num_classes")
     input_shape = tuple(int(d) for d in input_shape)
 
     def regularizer():
-        return _kernel_regularizer(weight_decay, l1)
+        return _kernel_regularizer(l2, l1)
 
     def constraint():
         return None if max_norm is None else constraints.MaxNorm(max_norm)
@@ -140,203 +137,50 @@ def build_vgg_like(
     )(x)
     model = keras.Model(inputs, outputs, name=name)
     if dropout:
-        model = dropout_lib.insert_dropout(model, policy="vgg")
+        model = insert_dropout(model, policy="vgg")
     return model
 
 
-# The run geometry assumed when the decoupled decay is computed without one:
-# the full CIFAR-10 training set, batch 128, 50 epochs.
-DEFAULT_RUN = {"batch_size": 128, "num_examples": 50000, "epochs": 50}
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One named regularization set-up of the baseline.
-
-    Attributes:
-        name: The variant's name (`--variant`).
-        description: One line for tables and `--help`.
-        weight_decay: L2 coefficient in the loss, on the convolution kernels.
-        l1: L1 coefficient in the loss, on the convolution kernels.
-        regularize_dense: Also put the `weight_decay`/`l1` penalty on the
-            hidden Dense kernel.
-        dropout: Whether the VGG dropout layers are inserted.
-        max_norm: Max-norm bound on every kernel, or `None`.
-        normalized_weight_decay: `lambda_norm` of Loshchilov & Hutter's
-            normalized decoupled weight decay (`0`: none). The optimizer is
-            then `DecoupledWeightDecay(Adam, weight_decay=lam,
-            decay_scaling="schedule")` with
-            `lam = normalized_weight_decay(lambda_norm, batch, examples, epochs)`
-            for the run: `w <- w - lam * w` each step (constant learning rate).
-        decoupled_l1: Strength of the wrapper's proximal L1 step
-            (`w <- sign(w) max(|w| - lr * l1, 0)` each step).
-        learning_rate: Adam's learning rate.
-        architecture: `"vgg"` (the VGG-like net; `batch_norm` and `blocks`
-            apply) or `"resnet"` (ResNet-20, `build_resnet`; BN throughout,
-            `weight_decay` on every kernel, the VGG-only fields unused).
-        droppath: `max_rate` of `keras_regkit.insert_droppath` on the ResNet
-            (rates rising linearly to it with depth); `0`: none.
-        dropblock: `rate` of `keras_regkit.insert_dropblock` on the ResNet's
-            last two stages (and shortcuts), ramped up over the run by
-            `keras_regkit.DropBlockSchedule`; `0`: none.
-        dropblock_size: `block_size` of those DropBlock2D layers.
-        sam_rho: `rho` of `keras_regkit.SharpnessAwareMinimization`, which
-            `build_variant` wraps around the network (the optimizer steps
-            with the gradient at the SAM-perturbed weights); `0`: plain
-            training.
-    """
-
-    name: str
-    description: str
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    regularize_dense: bool = False
-    dropout: bool = False
-    max_norm: float = None
-    normalized_weight_decay: float = 0.0
-    decoupled_l1: float = 0.0
-    learning_rate: float = 1e-3
-    architecture: str = "vgg"
-    droppath: float = 0.0
-    dropblock: float = 0.0
-    dropblock_size: int = 5
-    sam_rho: float = 0.0
-
-    @property
-    def decoupled(self):
-        """Whether the optimizer is the `DecoupledWeightDecay` wrapper."""
-        return bool(self.normalized_weight_decay or self.decoupled_l1)
-
-    def build_model(self, *, batch_norm=False, blocks=2):
-        """The (uncompiled) network with this variant's regularization."""
-        if self.architecture == "resnet":
-            model = build_resnet(20, weight_decay=self.weight_decay)
-            if self.droppath:
-                model = residual.insert_droppath(model, max_rate=self.droppath)
-            if self.dropblock:
-                model = residual.insert_dropblock(
-                    model, self.dropblock, block_size=self.dropblock_size)
-            return model
-        return build_vgg_like(
-            weight_decay=self.weight_decay,
-            l1=self.l1,
-            regularize_dense=self.regularize_dense,
-            dropout=self.dropout,
-            max_norm=self.max_norm,
-            batch_norm=batch_norm,
-            blocks=blocks,
-        )
-
-    def build_callbacks(self):
-        """The `fit` callbacks the variant needs (`DropBlockSchedule` for DropBlock)."""
-        return [DropBlockSchedule()] if self.dropblock else []
-
-    def decoupled_weight_decay(self, *, batch_size=None, num_examples=None, epochs=None):
-        """The per-step decay `lam` for a run (defaults: `DEFAULT_RUN`)."""
-        run = dict(DEFAULT_RUN)
-        run.update({key: value for key, value in
-                    (("batch_size", batch_size), ("num_examples", num_examples),
-                     ("epochs", epochs)) if value is not None})
-        return optimizers.normalized_weight_decay(
-            self.normalized_weight_decay, run["batch_size"], run["num_examples"],
-            run["epochs"],
-        )
-
-    def build_optimizer(self, *, batch_size=None, num_examples=None, epochs=None):
-        """Adam 1e-3, wrapped in `DecoupledWeightDecay` for the decoupled variants.
-
-        `batch_size` (global), `num_examples` and `epochs` describe the run,
-        for the normalized decay; missing ones come from `DEFAULT_RUN`.
-        """
-        adam = keras.optimizers.Adam(learning_rate=self.learning_rate)
-        if not self.decoupled:
-            return adam
-        return optimizers.DecoupledWeightDecay(
-            adam,
-            weight_decay=self.decoupled_weight_decay(
-                batch_size=batch_size, num_examples=num_examples, epochs=epochs
-            ),
-            decay_scaling="schedule",
-            l1=self.decoupled_l1,
-        )
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-VARIANTS = {
-    variant.name: variant
-    for variant in (
-        Variant("none", "no regularization"),
-        # 1e-3 on the conv and hidden Dense kernels (the value of TensorFlow's
-        # "Overfit and underfit" tutorial): the classic 1e-4 on the conv
-        # kernels alone barely acts under Adam in a short run, where the
-        # 1M-weight Dense layer does the overfitting (see README "Results").
-        Variant(
-            "l2",
-            "L2 penalty 1e-3 on the conv and hidden Dense kernels",
-            weight_decay=1e-3,
-            regularize_dense=True,
-        ),
-        Variant("dropout", "VGG dropout (0.25 after pools, 0.5 after fc)", dropout=True),
-        Variant(
-            "l2+dropout",
-            "L2 1e-4 on the conv kernels + VGG dropout (the classic recipe)",
-            weight_decay=1e-4,
-            dropout=True,
-        ),
-        Variant(
-            "maxnorm+dropout",
-            "max-norm c=3 on every kernel + VGG dropout (Srivastava et al.)",
-            max_norm=3.0,
-            dropout=True,
-        ),
-        Variant(
-            "adamw",
-            "Adam + decoupled weight decay, normalized lambda_norm=0.05 (AdamW)",
-            normalized_weight_decay=0.05,
-        ),
-        Variant(
-            "elastic-net",
-            "elastic-net penalty (l1=1e-5, l2=1e-4) on the conv kernels",
-            weight_decay=1e-4,
-            l1=1e-5,
-        ),
-        Variant(
-            "prox-l1",
-            "AdamW (lambda_norm=0.05) + proximal L1 step (l1=0.02) on every kernel",
-            normalized_weight_decay=0.05,
-            decoupled_l1=0.02,
-        ),
-        Variant("resnet", "ResNet-20 (He et al. 2016), BN only", architecture="resnet"),
-        Variant(
-            "resnet+droppath",
-            "ResNet-20 + DropPath, rates rising linearly with depth to 0.1",
-            architecture="resnet",
-            droppath=0.1,
-        ),
-        Variant(
-            "resnet+dropblock",
-            "ResNet-20 + DropBlock (rate 0.1 ramped, block 5) in stages 2-3",
-            architecture="resnet",
-            dropblock=0.1,
-        ),
-        Variant(
-            "sam",
-            "sharpness-aware minimization (rho=0.05) around Adam, no penalty",
-            sam_rho=0.05,
-        ),
-        Variant("sam+dropout", "SAM (rho=0.05) + VGG dropout", dropout=True, sam_rho=0.05),
+def build_network(variant, *, batch_norm=False, blocks=2):
+    """The (uncompiled) network of `variant` (a name or a `Variant`), regularized."""
+    variant = get_variant(variant)
+    if variant.architecture == "resnet":
+        model = build_resnet(20, l2=variant.l2)
+        if variant.droppath:
+            model = residual.insert_droppath(model, max_rate=variant.droppath)
+        if variant.dropblock:
+            model = residual.insert_dropblock(
+                model, variant.dropblock, block_size=variant.dropblock_size)
+        return model
+    return build_vgg_like(
+        l2=variant.l2,
+        l1=variant.l1,
+        regularize_dense=variant.regularize_dense,
+        dropout=variant.dropout,
+        max_norm=variant.max_norm,
+        batch_norm=batch_norm,
+        blocks=blocks,
     )
-}
-DEFAULT_VARIANT = "l2+dropout"
 
 
-def get_variant(variant):
-    """Returns the `Variant` named `variant` (a `Variant` passes through)."""
-    if isinstance(variant, Variant):
-        return variant
-    return VARIANTS[_validation.one_of(variant, "variant", tuple(VARIANTS))]
+def build_optimizer(variant, *, batch_size=None, num_examples=None, epochs=None):
+    """Adam, wrapped in `DecoupledWeightDecay` for the decoupled variants.
+
+    The wrapper's `weight_decay` is `variant.decoupled_weight_decay(...)` for
+    the run's global `batch_size`, `num_examples` and `epochs`.
+    """
+    variant = get_variant(variant)
+    adam = keras.optimizers.Adam(learning_rate=variant.learning_rate)
+    if not variant.decoupled:
+        return adam
+    return optimizers.DecoupledWeightDecay(
+        adam,
+        weight_decay=variant.decoupled_weight_decay(
+            batch_size=batch_size, num_examples=num_examples, epochs=epochs
+        ),
+        decay_scaling="schedule",
+        l1=variant.decoupled_l1,
+    )
 
 
 def build_variant(
@@ -351,7 +195,7 @@ def build_variant(
     """Builds and compiles the network of `variant` (call under a strategy scope).
 
     Loss: sparse categorical cross-entropy; metric: accuracy; optimizer:
-    `Variant.build_optimizer(...)` (Adam 1e-3, or its decoupled wrapper, whose
+    `build_optimizer(variant, ...)` (Adam 1e-3, or its decoupled wrapper, whose
     normalized decay uses the run's global `batch_size`, `num_examples` and
     `epochs`, or `DEFAULT_RUN` for the missing ones). The `sam` variants
     return the network wrapped in `keras_regkit.SharpnessAwareMinimization`.
@@ -363,12 +207,12 @@ def build_variant(
     ('Adam', 0.001)
     """
     variant = get_variant(variant)
-    model = variant.build_model(batch_norm=batch_norm, blocks=blocks)
+    model = build_network(variant, batch_norm=batch_norm, blocks=blocks)
     if variant.sam_rho:
         model = sam.SharpnessAwareMinimization(model, rho=variant.sam_rho)
     model.compile(
-        optimizer=variant.build_optimizer(
-            batch_size=batch_size, num_examples=num_examples, epochs=epochs
+        optimizer=build_optimizer(
+            variant, batch_size=batch_size, num_examples=num_examples, epochs=epochs
         ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],

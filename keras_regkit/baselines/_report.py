@@ -10,6 +10,7 @@ import json
 import os
 import time
 
+from keras_regkit import _tables
 from keras_regkit.baselines._errors import RunFolderError
 
 TABLE_COLUMNS = (
@@ -143,13 +144,10 @@ def format_table(runs):
     run  variant  test acc  train acc  gap      test loss  penalty share  epochs  train images  time (s)
     a    none     0.5000    0.7500     +0.2500  1.5000     -              2       100           3.0
     """
-    header = [name for name, _ in TABLE_COLUMNS]
-    rows = [header] + [_row(run) for run in runs]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-        for row in rows
-    )
+    lines = []
+    _tables.print_table([name for name, _ in TABLE_COLUMNS], [_row(run) for run in runs],
+                        print_fn=lines.append)
+    return "\n".join(lines)
 
 
 def plot_runs(runs, path):

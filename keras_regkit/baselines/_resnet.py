@@ -6,16 +6,18 @@ from keras_regkit import _validation
 from keras_regkit import regularizers
 from keras_regkit.baselines._data import CIFAR10_CLASSES
 from keras_regkit.baselines._data import CIFAR10_SHAPE
+from keras_regkit.baselines._errors import renamed_keyword
 
 STAGE_FILTERS = (16, 32, 64)
 
 
+@renamed_keyword("weight_decay", "l2")
 def build_resnet(
     depth=20,
     num_classes=CIFAR10_CLASSES,
     input_shape=CIFAR10_SHAPE,
     *,
-    weight_decay=0.0,
+    l2=0.0,
     kernel_initializer="he_normal",
     name=None,
 ):
@@ -39,8 +41,10 @@ def build_resnet(
         depth: Int, `6 n + 2` with `n >= 1`: 20, 32, 44, 56, 110. Defaults to `20`.
         num_classes: Size of the softmax output. Defaults to `10`.
         input_shape: Image shape. Defaults to `(32, 32, 3)`.
-        weight_decay: L2 coefficient (`keras_regkit.L2`) on every convolution
-            and the Dense kernel; `0` for none. Defaults to `0`.
+        l2: L2 coefficient of the loss penalty (`keras_regkit.L2`) on every
+            convolution and the Dense kernel; `0` for none. Defaults to `0`.
+            Its old name `weight_decay=` still works, with a
+            `DeprecationWarning`.
         kernel_initializer: Initializer of every kernel (the paper's He normal).
         name: Model name. Defaults to `f"resnet{depth}"`.
 
@@ -64,7 +68,7 @@ def build_resnet(
         raise ValueError(
             f"`depth` must be 6 n + 2 with n >= 1 (20, 32, 44, 56, 110). "
             f"Received: depth={depth!r}")
-    weight_decay = _validation.non_negative(weight_decay or 0.0, "weight_decay")
+    l2 = _validation.non_negative(l2 or 0.0, "l2")
     num_classes = _validation.positive_int(num_classes, "num_classes")
     input_shape = tuple(int(d) for d in input_shape)
     blocks = (depth - 2) // 6
@@ -73,7 +77,7 @@ def build_resnet(
         return keras.layers.Conv2D(
             filters, size, strides=strides, padding="same", use_bias=False,
             kernel_initializer=kernel_initializer,
-            kernel_regularizer=regularizers.L2(weight_decay) if weight_decay else None,
+            kernel_regularizer=regularizers.L2(l2) if l2 else None,
             name=name)
 
     inputs = keras.Input(shape=input_shape, name="image")
@@ -99,6 +103,6 @@ def build_resnet(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", kernel_initializer=kernel_initializer,
-        kernel_regularizer=regularizers.L2(weight_decay) if weight_decay else None,
+        kernel_regularizer=regularizers.L2(l2) if l2 else None,
         name="predictions")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

@@ -10,19 +10,22 @@ import os
 import shutil
 import time
 
-from keras_regkit import monitor as monitor_lib
+from keras_regkit import _tables
 from keras_regkit import tuning
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
 from keras_regkit.baselines._data import load_cifar10
 from keras_regkit.baselines._training import check_output_dir
+from keras_regkit.baselines._variants import get_variant
+from keras_regkit.monitor import RegularizationMonitor
 
-# --param name -> the `Variant` field it sets.
+# --param name -> the `Variant` field it sets (`weight_decay`: the normalized
+# decoupled decay, as Keras means the word; `l2`: the loss coefficient).
 PARAMS = {
-    "l2": "weight_decay",
+    "l2": "l2",
     "l1": "l1",
     "max_norm": "max_norm",
-    "weight_decay": "normalized_weight_decay",
+    "weight_decay": "normalized_decay",
     "decoupled_l1": "decoupled_l1",
 }
 TUNERS = ("grid", "bayesian", "hyperband")
@@ -30,7 +33,7 @@ TUNERS = ("grid", "bayesian", "hyperband")
 
 def check_sweep(variant, param, values, tuner):
     """Validates a sweep's set-up; returns `(Variant, field, sorted values)`."""
-    base = _model.get_variant(variant)
+    base = get_variant(variant)
     if param not in PARAMS:
         raise ValueError(
             f"`param` must be one of {sorted(PARAMS)}. Received: param={param!r}"
@@ -118,7 +121,7 @@ def sweep(
 
         def fit(self, hp, model, *args, **kwargs):
             callbacks = list(kwargs.pop("callbacks", [])) + [
-                monitor_lib.RegularizationMonitor(per_variable=False)]
+                RegularizationMonitor(per_variable=False)]
             started = time.perf_counter()
             history = model.fit(*args, callbacks=callbacks, **kwargs)
             train_accuracy = model.evaluate(data.train_eval, verbose=0, return_dict=True)["accuracy"]
@@ -216,9 +219,8 @@ def format_sweep(result):
         f"{row['best_val_accuracy']:.4f}" if "best_val_accuracy" in row else "-",
         f"{row['penalty_share']:.3f}", f"{row['seconds']:.1f}",
     ] for row in sorted(result["rows"], key=lambda r: (r["value"], r["epochs"]))]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *lines)]
-    table = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
-             for line in [headers, *lines]]
+    table = []
+    _tables.print_table(headers, lines, print_fn=table.append)
     chosen = result["chosen"][param]
     table.append(
         f"chosen on validation ({result['split']['validation']}): {param}={chosen:.3g}, "

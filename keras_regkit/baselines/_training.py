@@ -13,11 +13,13 @@ from keras_regkit import _validation
 from keras_regkit.monitor import RegularizationMonitor
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
-from keras_regkit.baselines._data import load_cifar10
+from keras_regkit.baselines._data import load_for_run
 from keras_regkit.baselines._errors import OutputDirError
 from keras_regkit.baselines._errors import StrategyConfigError
+from keras_regkit.baselines._settings import STRATEGIES
+from keras_regkit.baselines._settings import RunSettings
+from keras_regkit.baselines._variants import DEFAULT_VARIANT
 
-STRATEGIES = ("default", "mirrored", "multiworker")
 OUTPUT_FILES = ("history.json", "metrics.json", "model.keras", "curves.png")
 
 
@@ -154,10 +156,6 @@ def is_chief(strategy):
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def _optional_positive_int(value, name):
-    return None if value is None else _validation.positive_int(value, name)
-
-
 def _versions():
     import tensorflow as tf
 
@@ -171,8 +169,6 @@ def _versions():
     }
 
 
-
-
 def _penalty_share(history):
     """The last epoch's `penalty / loss` (`None` without the monitor's logs)."""
     if not history.get("penalty") or not history.get("loss"):
@@ -181,33 +177,33 @@ def _penalty_share(history):
     return float(history["penalty"][-1] / loss) if loss else 0.0
 
 
-def train(
-    variant=_model.DEFAULT_VARIANT,
-    *,
-    epochs=50,
-    batch_size=128,
-    out=None,
-    data_dir=None,
-    train_limit=None,
-    test_limit=None,
-    augment=False,
-    batch_norm=False,
-    blocks=2,
-    standardize=False,
-    strategy="default",
-    seed=None,
-    verbose=1,
-    command=None,
-):
+def _settings(variant, settings, options):
+    if settings is None:
+        return RunSettings(DEFAULT_VARIANT if variant is None else variant, **options)
+    if not isinstance(settings, RunSettings):
+        raise TypeError(
+            f"`settings` must be a RunSettings or None. Received: settings={settings!r}"
+        )
+    if variant is not None or options:
+        keywords = {**({} if variant is None else {"variant": variant}), **options}
+        given = ", ".join(f"{key}={value!r}" for key, value in keywords.items())
+        raise ValueError(
+            "Pass the run's settings either as `settings=RunSettings(...)` or as "
+            f"keywords, not both. Received: settings={settings!r}, {given}"
+        )
+    return settings
+
+
+def train(variant=None, *, settings=None, out=None, verbose=1, command=None, **options):
     """Trains one baseline variant on CIFAR-10, evaluates it, and writes the run folder.
 
-    Every argument is checked, the run folder's writability and the data's
-    presence are verified, and only then is `out` created: a bad argument or
-    missing data leaves nothing behind. `batch_size` is per replica; the
-    global batch is `batch_size * strategy.num_replicas_in_sync`. Keras
-    scales both the data loss and the regularization penalty by
-    `1 / num_replicas` on each replica and sums the gradients, so the penalty
-    counts once, as on one device.
+    The settings are checked (as a `RunSettings`), the run folder's
+    writability and the data's presence are verified, and only then is `out`
+    created: a bad argument or missing data leaves nothing behind.
+    `batch_size` is per replica; the global batch is
+    `batch_size * strategy.num_replicas_in_sync`. Keras scales both the data
+    loss and the regularization penalty by `1 / num_replicas` on each replica
+    and sums the gradients, so the penalty counts once, as on one device.
 
     The validation curves are measured on the test subset. The train accuracy
     of the train-test gap is measured at the end, with dropout off, on the
@@ -215,90 +211,54 @@ def train(
 
     Args:
         variant: Name in `VARIANTS` (or a `Variant`). Defaults to `"l2+dropout"`.
-        epochs: Positive int.
-        batch_size: Per-replica batch size.
+        settings: A whole `RunSettings`, instead of `variant` and `**options`.
         out: Run folder for history.json, metrics.json, model.keras and
             curves.png; `None` writes nothing. With `"multiworker"`, only the
             chief writes there (the others write to a temporary folder that is
             then removed).
-        data_dir: tensorflow-datasets directory (default: `$TFDS_DATA_DIR`).
-        train_limit, test_limit: Use only that many images of each split.
-        augment: Random flip + pad-crop on the training images.
-        batch_norm: BatchNormalization after each convolution.
-        blocks: Number of convolution blocks (2: classic, 3: textbook).
-        standardize: Per-channel standardization instead of [0, 1] scaling.
-        strategy: `"default"`, `"mirrored"` or `"multiworker"`.
-        seed: Seed for weights, dropout, shuffling and augmentation.
         verbose: Keras `fit` verbosity (1: progress bars).
         command: The command line, recorded in metrics.json.
+        **options: The other `RunSettings` fields: `epochs`, `batch_size`,
+            `data_dir`, `train_limit`, `test_limit`, `augment`, `batch_norm`,
+            `blocks`, `standardize`, `strategy`, `seed` (see `RunSettings`
+            for what they mean and their defaults).
 
     Returns:
-        A dict with `metrics` (as written to metrics.json), `history` (per-epoch
-        lists), `model` (the trained model), `out` (the folder written, or
-        `None`) and `chief` (`False` on the workers that wrote nothing).
+        A dict with `metrics` (as written to metrics.json, the settings under
+        `arguments`), `history` (per-epoch lists), `model` (the trained model),
+        `out` (the folder written, or `None`) and `chief` (`False` on the
+        workers that wrote nothing).
     """
     started = time.perf_counter()
-    variant = _model.get_variant(variant)
-    epochs = _validation.positive_int(epochs, "epochs")
-    batch_size = _validation.positive_int(batch_size, "batch_size")
-    blocks = _validation.positive_int(blocks, "blocks")
-    if blocks > _model.MAX_BLOCKS:
-        raise ValueError(
-            f"`blocks` must be between 1 and {_model.MAX_BLOCKS}. Received: blocks={blocks!r}"
-        )
-    train_limit = _optional_positive_int(train_limit, "train_limit")
-    test_limit = _optional_positive_int(test_limit, "test_limit")
-    _validation.one_of(strategy, "strategy", STRATEGIES)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    if strategy == "multiworker":
+    settings = _settings(variant, settings, options)
+    if settings.strategy == "multiworker":
         _tf_config()
     out_path = None if out is None else check_output_dir(out)
-    arguments = {
-        "variant": variant.name,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "data_dir": None if data_dir is None else os.fspath(data_dir),
-        "train_limit": train_limit,
-        "test_limit": test_limit,
-        "augment": bool(augment),
-        "batch_norm": bool(batch_norm),
-        "blocks": blocks,
-        "standardize": bool(standardize),
-        "strategy": strategy,
-        "seed": seed,
-    }
+    return _train(settings, out_path, verbose=verbose, command=command, started=started)
 
-    distribution = make_strategy(strategy)
+
+def _train(settings, out_path, *, verbose, command, started):
+    variant = settings.variant
+    distribution = make_strategy(settings.strategy)
     chief = is_chief(distribution)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    if settings.seed is not None:
+        keras.utils.set_random_seed(settings.seed)
     replicas = int(distribution.num_replicas_in_sync)
-    # Data sharding across workers needs one shuffle order on every worker.
-    data_seed = seed if seed is not None or strategy != "multiworker" else 0
-    data = load_cifar10(
-        batch_size=batch_size * replicas,
-        data_dir=data_dir,
-        augment=augment,
-        train_limit=train_limit,
-        test_limit=test_limit,
-        standardize=standardize,
-        seed=data_seed,
-    )
+    data = load_for_run(settings, replicas)
 
     with distribution.scope():
         model = _model.build_variant(
             variant,
-            batch_norm=batch_norm,
-            blocks=blocks,
-            batch_size=batch_size * replicas,
+            batch_norm=settings.batch_norm,
+            blocks=settings.blocks,
+            batch_size=settings.batch_size * replicas,
             num_examples=data.num_train,
-            epochs=epochs,
+            epochs=settings.epochs,
         )
     fit_started = time.perf_counter()
     history = model.fit(
         data.train,
-        epochs=epochs,
+        epochs=settings.epochs,
         validation_data=data.test,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
@@ -329,7 +289,7 @@ def train(
         "num_test": data.num_test,
         "data_dir": data.data_dir,
         "replicas": replicas,
-        "global_batch_size": batch_size * replicas,
+        "global_batch_size": settings.batch_size * replicas,
         "train_seconds": train_seconds,
         "wall_seconds": None,  # set just before writing
         "validation": "test split (the curves' val_* are test-set values)",
@@ -339,7 +299,7 @@ def train(
         "decoupled_weight_decay": float(model.optimizer.weight_decay)
         if variant.decoupled
         else None,
-        "arguments": arguments,
+        "arguments": settings.to_dict(),
         "command": command,
         "versions": _versions(),
     }

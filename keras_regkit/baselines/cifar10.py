@@ -14,7 +14,10 @@ variants' optimizer from `keras_regkit.optimizers.DecoupledWeightDecay`.
   variants (DropPath and DropBlock placed by `keras_regkit.residual`);
 - `load_cifar10(...)`: the tensorflow-datasets input pipeline (never
   downloads; `CIFAR10NotFoundError` says how to provide the data);
-- `train(...)`: one variant end to end, writing a run folder with
+- `RunSettings(...)`: the settings of one run (variant, epochs, batch size,
+  data, strategy, seed, ...), checked once and recorded in its run folder;
+- `train(...)`: one variant end to end (`train(variant, epochs=...)` or
+  `train(settings=RunSettings(...))`), writing a run folder with
   history.json, metrics.json, model.keras and curves.png;
 - `compare_runs(...)`: the table and curves of several run folders;
 - `sweep(...)`: one variant's strength chosen on validation images with
@@ -28,23 +31,24 @@ from keras_regkit.baselines._data import CIFAR10Data
 from keras_regkit.baselines._data import CIFAR10NotFoundError
 from keras_regkit.baselines._data import load_cifar10
 from keras_regkit.baselines._data import make_pipeline
-from keras_regkit.baselines._model import DEFAULT_VARIANT
-from keras_regkit.baselines._model import VARIANTS
-from keras_regkit.baselines._model import Variant
 from keras_regkit.baselines._model import build_variant
 from keras_regkit.baselines._model import build_vgg_like
-from keras_regkit.baselines._model import get_variant
 from keras_regkit.baselines._report import compare_runs
 from keras_regkit.baselines._report import format_table
 from keras_regkit.baselines._report import load_run
 from keras_regkit.baselines._report import plot_runs
 from keras_regkit.baselines._resnet import build_resnet
+from keras_regkit.baselines._settings import RunSettings
 from keras_regkit.baselines._sweep import sweep
 from keras_regkit.baselines._training import OUTPUT_FILES
 from keras_regkit.baselines._training import OutputDirError
 from keras_regkit.baselines._training import check_output_dir
 from keras_regkit.baselines._training import make_strategy
 from keras_regkit.baselines._training import train
+from keras_regkit.baselines._variants import DEFAULT_VARIANT
+from keras_regkit.baselines._variants import VARIANTS
+from keras_regkit.baselines._variants import Variant
+from keras_regkit.baselines._variants import get_variant
 
 __all__ = [
     "CIFAR10Data",
@@ -52,6 +56,7 @@ __all__ = [
     "DEFAULT_VARIANT",
     "OUTPUT_FILES",
     "OutputDirError",
+    "RunSettings",
     "VARIANTS",
     "Variant",
     "build_resnet",

@@ -1,0 +1,229 @@
+"""The named regularization variants of the CIFAR-10 baseline: what each one sets.
+
+A `Variant` is plain data, and this module imports no Keras: the command line
+lists the names for `--help` without waiting for it. Its `build_*` methods
+import the model code (and with it Keras) when they are called.
+"""
+
+import dataclasses
+import warnings
+
+from keras_regkit import _validation
+
+# The run geometry assumed when the decoupled decay is computed without one:
+# the full CIFAR-10 training set, batch 128, 50 epochs.
+DEFAULT_RUN = {"batch_size": 128, "num_examples": 50000, "epochs": 50}
+DEFAULT_VARIANT = "l2+dropout"
+
+
+def _renamed(old, new):
+    warnings.warn(
+        f"`Variant.{old}` is deprecated; use `Variant.{new}` (in Keras, "
+        "`weight_decay` means decoupled decay).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One named regularization set-up of the baseline.
+
+    Attributes:
+        name: The variant's name (`--variant`).
+        description: One line for tables and `--help`.
+        l2: L2 coefficient of the loss penalty on the convolution kernels
+            (`keras_regkit.regularizers.L2(l2)`).
+        l1: L1 coefficient of the loss penalty on the convolution kernels.
+        regularize_dense: Also put the `l2`/`l1` penalty on the hidden Dense
+            kernel.
+        dropout: Whether the VGG dropout layers are inserted.
+        max_norm: Max-norm bound on every kernel, or `None`.
+        normalized_decay: `lambda_norm` of Loshchilov & Hutter's normalized
+            decoupled weight decay (`0`: none), not a loss term. The
+            optimizer is then `DecoupledWeightDecay(Adam, weight_decay=decay,
+            decay_scaling="schedule")` with
+            `decay = normalized_weight_decay(lambda_norm, batch, examples, epochs)`
+            for the run (`decoupled_weight_decay(...)`): `w <- w - decay * w`
+            each step (constant learning rate).
+        decoupled_l1: Strength of the wrapper's proximal L1 step
+            (`w <- sign(w) max(|w| - lr * l1, 0)` each step).
+        learning_rate: Adam's learning rate.
+        architecture: `"vgg"` (the VGG-like net; `batch_norm` and `blocks`
+            apply) or `"resnet"` (ResNet-20, `build_resnet`; BN throughout,
+            `l2` on every kernel, the VGG-only fields unused).
+        droppath: `max_rate` of `keras_regkit.insert_droppath` on the ResNet
+            (rates rising linearly to it with depth); `0`: none.
+        dropblock: `rate` of `keras_regkit.insert_dropblock` on the ResNet's
+            last two stages (and shortcuts), ramped up over the run by
+            `keras_regkit.DropBlockSchedule`; `0`: none.
+        dropblock_size: `block_size` of those DropBlock2D layers.
+        sam_rho: `rho` of `keras_regkit.SharpnessAwareMinimization`, which
+            `build_variant` wraps around the network (the optimizer steps
+            with the gradient at the SAM-perturbed weights); `0`: plain
+            training.
+
+    The fields were called `weight_decay` (now `l2`) and
+    `normalized_weight_decay` (now `normalized_decay`) before; reading the
+    old names still works, with a `DeprecationWarning`.
+
+    Example:
+
+    >>> variant = VARIANTS["adamw"]
+    >>> variant.normalized_decay, variant.l2, variant.decoupled
+    (0.05, 0.0, True)
+    >>> variant.decoupled_weight_decay(batch_size=128, num_examples=50000, epochs=200)
+    0.000178885...
+    """
+
+    name: str
+    description: str
+    l2: float = 0.0
+    l1: float = 0.0
+    regularize_dense: bool = False
+    dropout: bool = False
+    max_norm: float = None
+    normalized_decay: float = 0.0
+    decoupled_l1: float = 0.0
+    learning_rate: float = 1e-3
+    architecture: str = "vgg"
+    droppath: float = 0.0
+    dropblock: float = 0.0
+    dropblock_size: int = 5
+    sam_rho: float = 0.0
+
+    @property
+    def decoupled(self):
+        """Whether the optimizer is the `DecoupledWeightDecay` wrapper."""
+        return bool(self.normalized_decay or self.decoupled_l1)
+
+    @property
+    def weight_decay(self):
+        """Deprecated name of `l2`."""
+        _renamed("weight_decay", "l2")
+        return self.l2
+
+    @property
+    def normalized_weight_decay(self):
+        """Deprecated name of `normalized_decay`."""
+        _renamed("normalized_weight_decay", "normalized_decay")
+        return self.normalized_decay
+
+    def build_model(self, *, batch_norm=False, blocks=2):
+        """The (uncompiled) network with this variant's regularization."""
+        from keras_regkit.baselines import _model  # Keras: only to build
+
+        return _model.build_network(self, batch_norm=batch_norm, blocks=blocks)
+
+    def build_callbacks(self):
+        """The `fit` callbacks the variant needs (`DropBlockSchedule` for DropBlock)."""
+        if not self.dropblock:
+            return []
+        from keras_regkit.layers import DropBlockSchedule
+
+        return [DropBlockSchedule()]
+
+    def decoupled_weight_decay(self, *, batch_size=None, num_examples=None, epochs=None):
+        """The optimizer's per-step decoupled decay for a run (defaults: `DEFAULT_RUN`).
+
+        `normalized_weight_decay(normalized_decay, batch_size, num_examples,
+        epochs)`, the `weight_decay` of the `DecoupledWeightDecay` wrapper.
+        """
+        from keras_regkit.optimizers import normalized_weight_decay
+
+        run = dict(DEFAULT_RUN)
+        run.update({key: value for key, value in
+                    (("batch_size", batch_size), ("num_examples", num_examples),
+                     ("epochs", epochs)) if value is not None})
+        return normalized_weight_decay(
+            self.normalized_decay, run["batch_size"], run["num_examples"], run["epochs"]
+        )
+
+    def build_optimizer(self, *, batch_size=None, num_examples=None, epochs=None):
+        """Adam 1e-3, wrapped in `DecoupledWeightDecay` for the decoupled variants.
+
+        `batch_size` (global), `num_examples` and `epochs` describe the run,
+        for the normalized decay; missing ones come from `DEFAULT_RUN`.
+        """
+        from keras_regkit.baselines import _model  # Keras: only to build
+
+        return _model.build_optimizer(
+            self, batch_size=batch_size, num_examples=num_examples, epochs=epochs
+        )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+VARIANTS = {
+    variant.name: variant
+    for variant in (
+        Variant("none", "no regularization"),
+        # 1e-3 on the conv and hidden Dense kernels (the value of TensorFlow's
+        # "Overfit and underfit" tutorial): the classic 1e-4 on the conv
+        # kernels alone barely acts under Adam in a short run, where the
+        # 1M-weight Dense layer does the overfitting (see README "Results").
+        Variant(
+            "l2",
+            "L2 penalty 1e-3 on the conv and hidden Dense kernels",
+            l2=1e-3,
+            regularize_dense=True,
+        ),
+        Variant("dropout", "VGG dropout (0.25 after pools, 0.5 after fc)", dropout=True),
+        Variant(
+            "l2+dropout",
+            "L2 1e-4 on the conv kernels + VGG dropout (the classic recipe)",
+            l2=1e-4,
+            dropout=True,
+        ),
+        Variant(
+            "maxnorm+dropout",
+            "max-norm c=3 on every kernel + VGG dropout (Srivastava et al.)",
+            max_norm=3.0,
+            dropout=True,
+        ),
+        Variant(
+            "adamw",
+            "Adam + decoupled weight decay, normalized lambda_norm=0.05 (AdamW)",
+            normalized_decay=0.05,
+        ),
+        Variant(
+            "elastic-net",
+            "elastic-net penalty (l1=1e-5, l2=1e-4) on the conv kernels",
+            l2=1e-4,
+            l1=1e-5,
+        ),
+        Variant(
+            "prox-l1",
+            "AdamW (lambda_norm=0.05) + proximal L1 step (l1=0.02) on every kernel",
+            normalized_decay=0.05,
+            decoupled_l1=0.02,
+        ),
+        Variant("resnet", "ResNet-20 (He et al. 2016), BN only", architecture="resnet"),
+        Variant(
+            "resnet+droppath",
+            "ResNet-20 + DropPath, rates rising linearly with depth to 0.1",
+            architecture="resnet",
+            droppath=0.1,
+        ),
+        Variant(
+            "resnet+dropblock",
+            "ResNet-20 + DropBlock (rate 0.1 ramped, block 5) in stages 2-3",
+            architecture="resnet",
+            dropblock=0.1,
+        ),
+        Variant(
+            "sam",
+            "sharpness-aware minimization (rho=0.05) around Adam, no penalty",
+            sam_rho=0.05,
+        ),
+        Variant("sam+dropout", "SAM (rho=0.05) + VGG dropout", dropout=True, sam_rho=0.05),
+    )
+}
+
+
+def get_variant(variant):
+    """Returns the `Variant` named `variant` (a `Variant` passes through)."""
+    if isinstance(variant, Variant):
+        return variant
+    return VARIANTS[_validation.one_of(variant, "variant", tuple(VARIANTS))]
