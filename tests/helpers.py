@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,66 @@ def randomize(model, seed=0):
     return model
 
 
+def child_env(*, drop=(), **overrides):
+    """The environment for a child Python process that imports this checkout.
+
+    The current environment with quiet TensorFlow logs (unless set), the
+    current Keras backend and the repository root first on `PYTHONPATH`;
+    then the variables in `drop` removed and `overrides` set.
+    """
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["KERAS_BACKEND"] = keras.backend.backend()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    for name in drop:
+        env.pop(name, None)
+    env.update(overrides)
+    return env
+
+
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1 (for local clusters)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_together(code, runs, *, timeout=300):
+    """Runs `python -c code *args` for each `(args, env)` in `runs`, concurrently.
+
+    Returns one `(returncode, stdout, stderr)` per process, in order; a
+    process that outlives `timeout` seconds is killed (its return code is then
+    negative). No process is left running.
+    """
+    processes = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for args, env in runs
+    ]
+    results = []
+    try:
+        for process in processes:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+                stderr += f"\n(killed after {timeout} s)"
+            results.append((process.returncode, stdout, stderr))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
 def run_python(code, *, timeout=600, env=None):
     """Runs `code` in a fresh Python process and returns its stdout.
 
@@ -45,13 +106,7 @@ def run_python(code, *, timeout=600, env=None):
     imports this checkout of `keras_regkit`. A failure raises `AssertionError`
     carrying the child's stderr.
     """
-    full_env = dict(os.environ)
-    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    full_env["KERAS_BACKEND"] = keras.backend.backend()
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), full_env.get("PYTHONPATH", "")]
-    )
-    full_env.update(env or {})
+    full_env = child_env(**(env or {}))
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=REPO_ROOT,
@@ -139,3 +194,46 @@ class ResidualBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+def snapshot(model):
+    """Everything a refused call could have touched on `model`.
+
+    Layer count, the serialized config of the model and of every layer (nested
+    ones included), the regularizer/constraint objects on layers and variables,
+    the weight values and the number of losses. Compare with `assert_unchanged`.
+    """
+    from keras_regkit._selectors import iter_layers
+
+    layers = [model] + list(iter_layers(model))
+    configs = [
+        json.dumps(keras.saving.serialize_keras_object(layer), sort_keys=True, default=repr)
+        for layer in layers
+    ]
+    attributes = [
+        tuple(id(getattr(layer, name, None)) for name in (
+            "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint"))
+        for layer in layers
+    ]
+    variables = [
+        (v.path, id(getattr(v, "regularizer", None)), id(getattr(v, "constraint", None)))
+        for v in model.weights
+    ]
+    return {
+        "layers": len(getattr(model, "layers", [])),
+        "configs": configs,
+        "attributes": attributes,
+        "variables": variables,
+        "values": [np.array(v) for v in model.weights],
+        "losses": len(model.losses),
+    }
+
+
+def assert_unchanged(model, before):
+    """Asserts that `snapshot(model)` still equals `before`."""
+    after = snapshot(model)
+    for key in ("layers", "configs", "attributes", "variables", "losses"):
+        assert after[key] == before[key], f"{key} changed"
+    assert len(after["values"]) == len(before["values"])
+    for got, want in zip(after["values"], before["values"]):
+        np.testing.assert_array_equal(got, want)

@@ -6,7 +6,6 @@ regularizers: see `test_keras_save_load_in_fresh_process` in
 """
 
 import json
-import math
 
 import keras
 import numpy as np
@@ -152,21 +151,6 @@ def test_axis_out_of_range():
             MaxNorm(1.0, axis=axis)(w)
 
 
-@pytest.mark.parametrize(
-    "value, error, message",
-    [
-        (0, ValueError, "must be > 0. Received: max_value=0.0"),
-        (-1.0, ValueError, "Received: max_value=-1.0"),
-        (math.nan, ValueError, "Received: max_value=nan"),
-        (math.inf, ValueError, "Received: max_value=inf"),
-        (True, TypeError, "Received: max_value=True"),
-        ("3", TypeError, "Received: max_value='3'"),
-        (None, TypeError, "Received: max_value=None"),
-    ],
-)
-def test_invalid_max_value(value, error, message):
-    with pytest.raises(error, match=message):
-        MaxNorm(max_value=value)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """Tests for keras_regkit.dropout: insert_dropout, dropout_plan, remove_dropout."""
 
-import json
 import warnings
 
 import keras
@@ -10,27 +9,13 @@ from keras import layers as L
 
 import keras_regkit
 from keras_regkit import dropout as kd
+from tests import helpers
 from tests.helpers import randomize
 
 
 def classes_and_rates(model):
     return [(layer.__class__.__name__, getattr(layer, "rate", None))
             for layer in model.layers]
-
-
-def snapshot(model):
-    """Layer count, config and weights: what must not change on the input."""
-    return (len(model.layers), json.dumps(model.get_config(), sort_keys=True, default=str),
-            [w.copy() for w in model.get_weights()])
-
-
-def assert_unchanged(model, before):
-    after = snapshot(model)
-    assert after[0] == before[0]
-    assert after[1] == before[1]
-    assert len(after[2]) == len(before[2])
-    for a, b in zip(after[2], before[2]):
-        np.testing.assert_array_equal(a, b)
 
 
 def assert_same_outputs(original, new, x):
@@ -67,14 +52,14 @@ def two_in_two_out():
 
 def test_vgg_policy_layout_weights_and_outputs():
     model = vgg_like()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     new = keras_regkit.insert_dropout(model, policy="vgg")
     assert isinstance(new, keras.Sequential)
     assert classes_and_rates(new) == [
         ("Conv2D", None), ("Conv2D", None), ("MaxPooling2D", None), ("Dropout", 0.25),
         ("Conv2D", None), ("Conv2D", None), ("MaxPooling2D", None), ("Dropout", 0.25),
         ("Flatten", None), ("Dense", None), ("Dropout", 0.5), ("Dense", None)]
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     kept = [layer for layer in new.layers if not isinstance(layer, L.Dropout)]
     for old, copy in zip(model.layers, kept):
         assert old.name == copy.name and old is not copy
@@ -88,7 +73,7 @@ def test_vgg_policy_layout_weights_and_outputs():
     # Training the copy leaves the original alone.
     new.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     new.train_on_batch(x, np.array([0, 1, 2, 3]))
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_inserted_dropout_is_inverted_dropout_at_the_rate():
@@ -104,10 +89,10 @@ def test_inserted_dropout_is_inverted_dropout_at_the_rate():
 
 def test_plan_rows_and_printed_table():
     model = vgg_like()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     lines = []
     rows = keras_regkit.dropout_plan(model, policy="vgg", print_fn=lines.append)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     assert [(r["layer"], r["layer_class"], r["dropout"], r["rate"], r["skipped"])
             for r in rows] == [
         ("max_pooling2d", "MaxPooling2D", "Dropout", 0.25, False),
@@ -199,10 +184,10 @@ def test_resnet50_after_add_trains_one_step():
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
     randomize(model)
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     adds = [layer.name for layer in model.layers if isinstance(layer, L.Add)]
     new = keras_regkit.insert_dropout(model, 0.2, after=L.Add)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     assert len(adds) == 16
     assert len(new.layers) == len(model.layers) + 16
     for name in adds:
@@ -219,12 +204,12 @@ def test_resnet50_after_add_trains_one_step():
     loss = new.train_on_batch(x, np.array([1, 7]))
     assert np.isfinite(loss)
     assert any(not np.array_equal(a, b) for a, b in zip(weights, new.get_weights()))
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_two_inputs_two_outputs():
     model = two_in_two_out()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     rows = keras_regkit.dropout_plan(model, policy="dense", print_fn=None)
     reasons = {r["layer"]: r["reason"] for r in rows}
     assert reasons == {
@@ -232,7 +217,7 @@ def test_two_inputs_two_outputs():
         "reg": "produces a model output",
         "cls_logits": "reaches a model output only through weightless 'cls'"}
     new = keras_regkit.insert_dropout(model, policy="dense")
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     assert sorted(layer.name for layer in new.layers if isinstance(layer, L.Dropout)) == [
         "da_dropout", "db_dropout", "trunk_dropout"]
     assert [t.name for t in new.inputs] == ["a", "b"] and len(new.outputs) == 2
@@ -262,14 +247,14 @@ def test_nested_sub_models():
     inputs = keras.Input((6,))
     model = randomize(keras.Model(inputs, head(backbone(inputs)), name="outer"))
     backbone.trainable = False
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     rows = keras_regkit.dropout_plan(model, 0.3, after=L.Dense, print_fn=None)
     assert [(r["layer"], r["skipped"]) for r in rows] == [
         ("backbone/b1", False), ("backbone/b2", False), ("head/h1", False), ("head/h2", True)]
     assert rows[-1]["reason"] == ("produces a model output of nested model 'head', "
                                   "an output layer")
     new = keras_regkit.insert_dropout(model, 0.3, after=L.Dense)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     new_backbone, new_head = new.get_layer("backbone"), new.get_layer("head")
     assert new_backbone is not backbone
     assert [l.name for l in new_backbone.layers[1:]] == ["b1", "b1_dropout", "b2", "b2_dropout"]
@@ -333,9 +318,9 @@ def test_remove_dropout_every_kind_and_nested():
     h = L.SpatialDropout2D(0.2)(L.Conv2D(3, 2)(inputs))
     h = L.GaussianDropout(0.3)(L.Dense(6)(L.Flatten()(h)))
     model = randomize(keras.Model(inputs, L.Dense(2)(L.Dropout(0.5)(inner(h)))))
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     clean = keras_regkit.remove_dropout(model)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     found = [l for l in clean.layers + clean.get_layer("inner").layers
              if isinstance(l, kd.DROPOUT_LAYERS)]
     assert found == []
@@ -422,12 +407,12 @@ def test_names_stay_unique_and_compile_is_carried():
 ])
 def test_bad_arguments_raise_and_leave_model_unchanged(kwargs, error, match):
     model = vgg_like()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     with pytest.raises(error, match=match):
         keras_regkit.insert_dropout(model, **kwargs)
     with pytest.raises(error, match=match):
         keras_regkit.dropout_plan(model, print_fn=None, **kwargs)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_bad_models():
@@ -469,11 +454,11 @@ def test_nested_subclassed_model_is_one_layer():
     keras.saving.register_keras_serializable("test_dropout")(Block)
     inputs = keras.Input((4,))
     model = randomize(keras.Model(inputs, L.Dense(2, name="out")(Block(name="block")(inputs))))
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     # "*" also picks the Dense inside the block, which no copy can reach.
     with pytest.raises(ValueError, match=r"'block/inner' \(Dense\) inside 'block' \(Block\)"):
         keras_regkit.dropout_plan(model, after="*", print_fn=None)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     rows = keras_regkit.dropout_plan(model, after={"*": 0.5, "inner": None}, print_fn=None)
     assert [r["layer"] for r in rows] == ["block", "out"]
     new = keras_regkit.insert_dropout(model, 0.2, after="block")
@@ -514,20 +499,20 @@ _BOTH = r"'pair/first' \(Dense\), 'pair/second' \(Dense\)"
 ], ids=["after-Dense", "policy-dense", "dict-second-None"])
 def test_dense_inside_a_composite_layer_is_refused_and_nothing_changes(kwargs, which):
     model = _with_composite_layer()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     layers = list(model.layers)
     match = rf"(?s)Cannot put dropout.*{which} inside 'pair' \(_TwoDense\).*dropout=.*Received: "
     with pytest.raises(ValueError, match=match):
         keras_regkit.insert_dropout(model, **kwargs)
     with pytest.raises(ValueError, match=match):
         keras_regkit.dropout_plan(model, print_fn=None, **kwargs)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     assert list(model.layers) == layers
 
 
 def test_composite_layer_inner_layers_left_out_by_none_and_reachable_ones_still_work():
     model = _with_composite_layer()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     after = {L.Dense: 0.3, "first": None, "second": None}
     rows = keras_regkit.dropout_plan(model, after=after, print_fn=None)
     assert [(r["layer"], r["rate"]) for r in rows] == [("pre", 0.3), ("out", None)]
@@ -539,7 +524,7 @@ def test_composite_layer_inner_layers_left_out_by_none_and_reachable_ones_still_
     new = keras_regkit.insert_dropout(model, 0.2, after="pair")
     assert [type(l).__name__ for l in new.layers[1:]] == ["Dense", "_TwoDense", "Dropout",
                                                           "Dense"]
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_multi_head_attention_holds_a_rate_0_dropout_that_is_not_in_the_way():
@@ -555,13 +540,13 @@ def test_multi_head_attention_holds_a_rate_0_dropout_that_is_not_in_the_way():
     plain = keras_regkit.remove_dropout(model_with(0.0))
     assert not any(isinstance(l, L.Dropout) for l in plain.layers)
     model = model_with(0.25)
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     with pytest.raises(ValueError, match=(
             r"(?s)remove_dropout: cannot remove 1 dropout layer.*'attention/dropout\S*' "
             r"\(Dropout, rate 0.25\) inside 'attention' \(MultiHeadAttention\).*"
             r"dropout=0.0.*Received: model=")):
         keras_regkit.remove_dropout(model)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def _bert_classifier(dropout):
@@ -584,7 +569,7 @@ def _bert_inputs():
 
 def test_kerashub_bert_backbone_in_a_classifier():
     model = _bert_classifier(dropout=0.1)
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     inner = r"'bert_backbone/transformer_layer_{i}/feedforward_{part}_dense' \(Dense\)"
     owner = r"inside 'bert_backbone/transformer_layer_{i}' \(TransformerEncoder\)"
     match = (r"(?s)4 layer\(s\) of 'classifier' \(selected by Dense\).*"
@@ -602,7 +587,7 @@ def test_kerashub_bert_backbone_in_a_classifier():
             r".*inside 'bert_backbone/transformer_layer_0' \(TransformerEncoder\)"
             r".*dropout=0.0")):
         keras_regkit.remove_dropout(model)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     # The backbone's own graph layers are reachable, as before.
     new = keras_regkit.insert_dropout(model, 0.2, after={L.Dense: 0.2, "feedforward_*": None})
     rows = keras_regkit.dropout_plan(model, after={L.Dense: 0.2, "feedforward_*": None},
@@ -611,7 +596,7 @@ def test_kerashub_bert_backbone_in_a_classifier():
         ("head_hidden", 0.2), ("logits", None), ("bert_backbone/pooled_dense", 0.2)]
     assert "head_hidden_dropout" in [l.name for l in new.layers]
     assert_same_outputs(model, new, _bert_inputs())
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_kerashub_bert_backbone_without_dropout_can_lose_its_graph_dropout():

@@ -23,9 +23,7 @@
 """
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -420,12 +418,8 @@ save(model, "resumed", history)
 
 
 def _run_script(code, args, timeout=300):
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = keras.backend.backend()
-    env["PYTHONPATH"] = os.pathsep.join([str(helpers.REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=helpers.REPO_ROOT, env=env,
+        [sys.executable, "-c", code, *args], cwd=helpers.REPO_ROOT, env=helpers.child_env(),
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -635,54 +629,19 @@ def _mwms_worker_main(out_path):
     np.savez(out_path, **arrays)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.tensorflow_only
 def test_multi_worker_mirrored_strategy_matches_one_device(tmp_path, single_device_weights):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = dict(os.environ)
-        env.update(
-            KERAS_BACKEND="tensorflow",
-            TF_CPP_MIN_LOG_LEVEL="2",
-            TF_CONFIG=json.dumps({"cluster": cluster,
-                                  "task": {"type": "worker", "index": index}}),
-            PYTHONPATH=os.pathsep.join([str(helpers.REPO_ROOT), env.get("PYTHONPATH", "")]),
-        )
-        out = tmp_path / f"worker{index}.npz"
-        code = f"from tests import test_reliability as t; t._mwms_worker_main({str(out)!r})"
-        workers.append((out, subprocess.Popen(
-            [sys.executable, "-c", code], cwd=helpers.REPO_ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )))
-    failures = []
-    try:
-        for out, process in workers:
-            try:
-                _, stderr = process.communicate(timeout=300)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, stderr = process.communicate()
-                failures.append(f"worker timed out:\n{stderr[-3000:]}")
-                continue
-            if process.returncode != 0:
-                failures.append(f"worker failed ({process.returncode}):\n{stderr[-3000:]}")
-    finally:
-        for _, process in workers:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in helpers.free_ports(2)]}
+    outs = [tmp_path / f"worker{index}.npz" for index in range(2)]
+    code = "import sys; from tests import test_reliability as t; t._mwms_worker_main(sys.argv[1])"
+    results = helpers.run_together(code, [
+        ([str(out)], helpers.child_env(TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})))
+        for index, out in enumerate(outs)], timeout=300)
+    failures = [f"worker {index} failed ({code}):\n{stderr[-3000:]}"
+                for index, (code, _, stderr) in enumerate(results) if code != 0]
     assert not failures, "\n\n".join(failures)
-    for index, (out, _) in enumerate(workers):
+    for index, out in enumerate(outs):
         arrays = dict(np.load(out))
         for case in SCALEOUT_CASES:
             got = [arrays[f"{case}/{i}"] for i in range(len(single_device_weights[case]))]

@@ -5,8 +5,6 @@ The keras.applications tests build their networks with `weights=None` on
 `pytest -m "not slow"` leaves them out.
 """
 
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -15,23 +13,12 @@ from keras import layers as L
 import keras_regkit
 from keras_regkit import DropBlock2D
 from keras_regkit import DropPath
+from tests import helpers
 from tests.helpers import randomize
 
 
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def snapshot(model):
-    return (len(model.layers), json.dumps(model.get_config(), sort_keys=True, default=str),
-            [w.copy() for w in model.get_weights()])
-
-
-def assert_unchanged(model, before):
-    after = snapshot(model)
-    assert after[:2] == before[:2]
-    for a, b in zip(after[2], before[2]):
-        np.testing.assert_array_equal(a, b)
 
 
 def assert_same_inference(original, new, x, atol=1e-6):
@@ -87,9 +74,9 @@ def merge_inputs(model, name):
 
 def test_linear_rates_on_the_branch_never_the_shortcut():
     model = dense_resnet(4, projection_at=(1, 3))
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     new = keras_regkit.insert_droppath(model, max_rate=0.2)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     # Block l of L = 4 gets 0.2 * l / 4.
     assert [d.name for d in drop_paths(new)] == [f"add{i}_droppath" for i in range(1, 5)]
     assert [d.rate for d in drop_paths(new)] == pytest.approx([0.05, 0.1, 0.15, 0.2])
@@ -215,11 +202,11 @@ def test_sequential_and_subclassed_models_are_refused():
 ])
 def test_bad_droppath_arguments_change_nothing(kwargs, error, match):
     model = dense_resnet(2)
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     function = keras_regkit.droppath_plan if "print_fn" in kwargs else keras_regkit.insert_droppath
     with pytest.raises(error, match=match):
         function(model, **kwargs)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_remove_droppath_round_trip_and_reinsert():
@@ -326,9 +313,9 @@ def drop_blocks(model):
 
 def test_dropblock_goes_after_conv_groups_and_shortcuts_of_the_last_stages():
     model = conv_resnet()
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     new = keras_regkit.insert_dropblock(model, rate=0.15, block_size=3, seed=0)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
     expected = []
     for s in (2, 3):  # the last two of three stages; stage 1 untouched
         for b in (1, 2):
@@ -407,10 +394,10 @@ def test_dropblock_and_droppath_together_train():
 ])
 def test_bad_dropblock_arguments_change_nothing(kwargs, error, match):
     model = conv_resnet(blocks=1)
-    before = snapshot(model)
+    before = helpers.snapshot(model)
     with pytest.raises(error, match=match):
         keras_regkit.insert_dropblock(model, **kwargs)
-    assert_unchanged(model, before)
+    helpers.assert_unchanged(model, before)
 
 
 def test_dropblock_needs_2d_residual_blocks():

@@ -396,50 +396,6 @@ def test_dry_run_failures_raise_before_mutation():
     assert model.losses == [] and all(v.constraint is None for v in model.weights)
 
 
-class _Broken(keras.regularizers.Regularizer):
-    def __call__(self, w):
-        raise RuntimeError("boom")
-
-
-@pytest.mark.parametrize(
-    "kind, second_rule, target, error, message",
-    [
-        ("regularize", ("nothing*", L2(0.3)), "kernel", ValueError,
-         r"^Rule 'nothing\*' of `rules` matches no layer"),
-        ("regularize", ("out", "l2"), "kernel", TypeError,
-         r"^The value of rule 'out' must be a `keras.regularizers.Regularizer`.*Received: 'l2'"),
-        ("regularize", (3.5, L2(0.3)), "kernel", TypeError, r"Received: selector=3.5"),
-        ("regularize", ("out", _Broken()), "kernel", ValueError,
-         r"for 'kernel' of layer 'out' .* failed on a zero tensor.*RuntimeError: boom"),
-        ("regularize", ("out", L2(0.3)), ["kernel", "embeddings"], ValueError,
-         r"^Layer 'out' \(Dense, selected by rule 'out'\) has no 'embeddings' weight"),
-        ("constrain", ("out", MaxNorm(1.0, axis=3)), "kernel", ValueError,
-         r"for 'kernel' of layer 'out' .* Received: axis=3"),
-        ("constrain", ("nothing*", MaxNorm(1.0)), "kernel", ValueError,
-         r"^Rule 'nothing\*' of `rules` matches no layer"),
-    ],
-)
-def test_a_failing_rule_leaves_the_model_unchanged(kind, second_rule, target, error, message):
-    model = _mlp()
-    # Existing settings that the failing call would have replaced or removed.
-    keras_regkit.regularize(model, {"hidden_2": L1(0.01)})
-    keras_regkit.constrain(model, {"hidden_2": MaxNorm(5.0)})
-    before = _state(model)
-    losses = _losses(model)
-    apply = getattr(keras_regkit, kind)
-    # A valid first rule that would change the model. It selects variables by
-    # path, which `target` does not restrict, so it stays valid when `target`
-    # names a weight that only the second rule's layer lacks; `message` checks
-    # that the second rule is the one refused.
-    first = ("hidden_*/kernel", L2(0.2) if kind == "regularize" else MaxNorm(1.0))
-    apply(_mlp("copy"), [first], target=target)  # valid on its own
-    with pytest.raises(error, match=message):
-        apply(model, [first, second_rule], target=target)
-    assert _state(model) == before
-    assert _losses(model) == losses
-    assert model.get_layer("hidden_1").kernel.regularizer is None
-
-
 # --- summary and sparsity ---------------------------------------------------------
 
 
