@@ -7,7 +7,6 @@ the real CIFAR-10 is never needed.
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
@@ -59,9 +58,7 @@ def test_help_lists_every_variant_without_loading_the_model_code(tmp_path):
                         or name.startswith("tensorflow_datasets"))
         print(json.dumps({"code": code, "help": help_text.getvalue(), "loaded": loaded}))
     """)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(helpers.REPO_ROOT),
-               KERAS_BACKEND=keras.backend.backend())
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=helpers.child_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
@@ -204,12 +201,9 @@ def test_bad_input_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatc
 
 def test_missing_data_via_python_m_prints_one_paragraph(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "nowhere"),
-               TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(helpers.REPO_ROOT),
-               KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(
         [sys.executable, "-m", "keras_regkit", "cifar10", "--quick", "--out", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=helpers.child_env(TFDS_DATA_DIR=str(tmp_path / "nowhere")), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -222,23 +216,11 @@ def test_missing_data_via_python_m_prints_one_paragraph(tmp_path):
     assert not out.exists()
 
 
-def _free_ports(count):
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.tensorflow_only
 def test_multiworker_two_local_workers(tmp_path):
     """Two worker processes on 127.0.0.1 train together; only the chief writes."""
     out = tmp_path / "runs" / "multiworker"
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    hosts = [f"127.0.0.1:{port}" for port in helpers.free_ports(2)]
     code = textwrap.dedent("""
         import sys
         import tensorflow_datasets as tfds
@@ -248,33 +230,18 @@ def test_multiworker_two_local_workers(tmp_path):
     """)
     args = ["cifar10", "--variant", "l2", "--strategy", "multiworker", "--out", str(out),
             "--seed", "0", *TINY]
-    processes = []
+    runs = []
     for index in range(2):
         worker_tmp = tmp_path / f"tmp{index}"
         worker_tmp.mkdir()
-        env = dict(
-            os.environ,
+        runs.append((args, helpers.child_env(
             TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
                                   "task": {"type": "worker", "index": index}}),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            PYTHONPATH=str(helpers.REPO_ROOT),
-            KERAS_BACKEND=keras.backend.backend(),
-            TMPDIR=str(worker_tmp),
-        )
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", code, *args], cwd=helpers.REPO_ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=240))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    for process, (stdout, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-4000:]
+            TMPDIR=str(worker_tmp))))
+    results = helpers.run_together(code, runs, timeout=240)
+    for returncode, _, stderr in results:
+        assert returncode == 0, stderr[-4000:]
+    outputs = [(stdout, stderr) for _, stdout, stderr in results]
     assert "wrote" in outputs[0][0] and "outputs left to the chief" in outputs[1][0]
     assert sorted(os.listdir(out)) == sorted(cifar10.OUTPUT_FILES)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -323,8 +290,8 @@ def test_the_console_script_keeps_tensorflow_start_up_lines_out(monkeypatch):
     script = pathlib.Path(sys.executable).with_name("keras-regkit")
     if not script.exists():
         pytest.skip("the console script is not installed in this environment")
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([str(script), "--help"], env=env, capture_output=True,
+    result = subprocess.run([str(script), "--help"], env=helpers.child_env(
+                                drop=("TF_CPP_MIN_LOG_LEVEL",)), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "usage: keras-regkit" in result.stdout
     for noise in ("oneDNN", "cuda", "absl", "cpu_feature_guard"):
@@ -346,8 +313,7 @@ def test_a_failing_tensorflow_import_is_replayed_not_hidden(tmp_path):
         spec.loader.exec_module(module)  # runs quiet_tensorflow_start() as on import
         print("level set:", "TF_CPP_MIN_LOG_LEVEL" in os.environ)
     """)
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = str(tmp_path)
+    env = helpers.child_env(drop=("TF_CPP_MIN_LOG_LEVEL",), PYTHONPATH=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
