@@ -1,8 +1,9 @@
-"""Checks on the optimizer that `DecoupledWeightDecay` wraps.
+"""The optimizer that `DecoupledWeightDecay` wraps: checks, and what is read from it.
 
 The wrapped optimizer may itself wrap another (`LossScaleOptimizer`); `chain`
 walks down to the one that takes the gradient steps, which owns the step
-count, the learning rate and the gradient-accumulation setting.
+count, the learning rate and the gradient-accumulation setting. Base-optimizer
+arguments given to the wrapper are set on that one; Keras itself checks them.
 """
 
 import numbers
@@ -10,20 +11,20 @@ import numbers
 import keras
 from keras import ops
 
-from keras_regkit import _validation
+from keras_regkit import _private_api
 
 # Base-optimizer arguments the wrapper passes on to the optimizer that takes
-# the steps, with their Keras defaults.
-FORWARDED = {
-    "clipnorm": None,
-    "clipvalue": None,
-    "global_clipnorm": None,
-    "use_ema": False,
-    "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None,
-    "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-}
+# the steps.
+FORWARDED = (
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+)
 
 
 def chain(optimizer):
@@ -38,17 +39,14 @@ def chain(optimizer):
 
 def step_count(optimizer):
     """The count a learning-rate schedule sees: every call, with accumulation."""
-    stepping = chain(optimizer)[-1]
-    if hasattr(stepping, "_iterations"):
-        return stepping._iterations
-    return stepping.iterations
+    return _private_api.call_count(chain(optimizer)[-1])
 
 
 def initial_learning_rate(optimizer):
     """`lr_0` for `decay_scaling="schedule"`: a schedule's value at step 0, or
     the learning rate now (a float learning rate, at build). Must be > 0."""
-    schedule = getattr(chain(optimizer)[-1], "_learning_rate", None)
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+    schedule = _private_api.learning_rate_schedule(chain(optimizer)[-1])
+    if schedule is not None:
         value = schedule(0)
     else:
         value = optimizer.learning_rate
@@ -122,10 +120,13 @@ def check_optimizer(optimizer):
 
 
 def check_forwarded(kwargs, stepping):
-    """Validates base-optimizer arguments given to the wrapper; returns them.
+    """Checks base-optimizer arguments given to the wrapper; returns them.
 
     They are meant for `stepping`, the optimizer taking the steps; the caller
-    sets them once everything has been validated.
+    sets them once everything has been checked. Their values are Keras's to
+    check: a throwaway `keras.optimizers.Optimizer` is built with them and
+    `stepping`'s other settings, so exactly what the wrapped optimizer's own
+    constructor accepts is accepted, with Keras's error otherwise.
     """
     unknown = sorted(set(kwargs) - set(FORWARDED))
     if unknown:
@@ -134,54 +135,29 @@ def check_forwarded(kwargs, stepping):
             "other hyperparameters on the wrapped optimizer. "
             f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
         )
-    checked = {}
+    if not kwargs:
+        return {}
+    defaults = _keras_checked({})
     for key, value in kwargs.items():
-        checked[key] = _check_one(key, value)
-        current = getattr(stepping, key, FORWARDED[key])
-        if current != FORWARDED[key] and current != checked[key]:
+        current = getattr(stepping, key, getattr(defaults, key))
+        if current != getattr(defaults, key) and current != value:
             raise ValueError(
                 f"`{key}` is already {current!r} on the wrapped optimizer; set it "
                 f"in one place only. Received: {key}={value!r}"
             )
-    if checked and stepping.built:
+    if stepping.built:
         raise ValueError(
             "Base-optimizer arguments can only be passed on to an optimizer that "
-            f"is not built yet. Received: {', '.join(sorted(checked))} for a built "
+            f"is not built yet. Received: {', '.join(sorted(kwargs))} for a built "
             f"`{type(stepping).__name__}`"
         )
-    clips = {
-        k: checked.get(k, getattr(stepping, k, None))
-        for k in ("clipnorm", "clipvalue", "global_clipnorm")
-    }
-    clips = {k: v for k, v in clips.items() if v is not None}
-    if len(clips) > 1:
-        raise ValueError(
-            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
-            f"Received: {', '.join(f'{k}={v!r}' for k, v in clips.items())}"
-        )
-    return checked
+    settings = {key: getattr(stepping, key, getattr(defaults, key)) for key in FORWARDED}
+    _keras_checked({**settings, **kwargs})
+    return dict(kwargs)
 
 
-def _check_one(key, value):
-    if key == "use_ema":
-        if not isinstance(value, bool):
-            raise TypeError(f"`use_ema` must be a bool. Received: use_ema={value!r}")
-        return value
-    if value is None:
-        return None
-    if key in ("gradient_accumulation_steps", "ema_overwrite_frequency"):
-        value = _validation.positive_int(value, key)
-        if key == "gradient_accumulation_steps" and value < 2:
-            raise ValueError(
-                "`gradient_accumulation_steps` must be an integer >= 2. "
-                f"Received: gradient_accumulation_steps={value!r}"
-            )
-        return value
-    if key == "ema_momentum":
-        value = _validation.number(value, key)
-        if not 0 <= value <= 1:
-            raise ValueError(
-                f"`ema_momentum` must be in [0, 1]. Received: ema_momentum={value!r}"
-            )
-        return value
-    return _validation.positive(value, key)
+def _keras_checked(arguments):
+    """A throwaway Keras base optimizer built with `arguments`: Keras checks them."""
+    return keras.optimizers.Optimizer(
+        learning_rate=0.0, name="forwarded_arguments_check", **arguments
+    )

@@ -1,14 +1,19 @@
 """Decoupled weight decay around any Keras optimizer, with proximal sparsity."""
 
-import math
 import numbers
 
 import keras
 from keras import ops
 
-from keras_regkit import _proximal
+from keras_regkit import _decay_mask
+from keras_regkit import _decay_update
+from keras_regkit import _distribute
+from keras_regkit import _private_api
 from keras_regkit import _validation
 from keras_regkit import _wrapping
+from keras_regkit._decay_update import normalized_weight_decay
+
+__all__ = ["DecoupledWeightDecay", "normalized_weight_decay"]
 
 DECAY_SCALINGS = ("learning_rate", "schedule", "none")
 TOWARDS = ("zero", "initial")
@@ -129,7 +134,8 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
             `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`)
             are set on the wrapped optimizer, which takes the steps, and are
-            saved in its config.
+            saved in its config. Keras checks them as it does when they are
+            passed to the wrapped optimizer itself.
 
     Example:
 
@@ -219,7 +225,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     @property
     def learning_rate(self):
@@ -268,15 +274,15 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         # Eagerly, even when the first `apply` is being traced: the references
         # and `lr_0` are read from current values, and an assignment traced
         # into a `tf.function` on its variable-creating first call never runs.
-        with _proximal.outside_functions():
+        with _distribute.outside_functions():
             self._build(list(var_list))
 
     def _build(self, var_list):
-        mask = _proximal.decay_mask(var_list, self.include, self.exclude)
+        mask = _decay_mask.decay_mask(var_list, self.include, self.exclude)
         initial_learning_rate = None
         if self.decay_scaling == "schedule":
             initial_learning_rate = _wrapping.initial_learning_rate(self.inner_optimizer)
-        _proximal.warn_about_mask(
+        _decay_mask.warn_about_mask(
             var_list,
             mask,
             include=self.include,
@@ -293,18 +299,10 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
                 shape=(), dtype="float32", name="initial_learning_rate"
             )
             self._initial_lr.assign(ops.copy(initial_learning_rate))
-        references = []
-        for variable, selected in zip(var_list, mask):
-            reference = None
-            if self.toward == "initial" and self._decays and selected:
-                reference = self.add_variable_from_reference(
-                    variable, name="decay_reference"
-                )
-                # A copy: on JAX, assigning the array itself would share
-                # (and donate twice) one buffer.
-                reference.assign(ops.copy(variable))
-            references.append(reference)
-        self._decay_references = references
+        toward_initial = self.toward == "initial" and self._decays
+        self._decay_references = _decay_update.decay_references(
+            self, var_list, [toward_initial and selected for selected in mask]
+        )
 
     @property
     def _decays(self):
@@ -330,10 +328,10 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
                 self.build(list(trainable_variables))
             self.built = True
         if trainable_variables is None:
-            variables = self._trainable_variables
+            variables = _private_api.built_variables(self)
         else:
             variables = list(trainable_variables)
-            self._check_variables_are_known(variables)
+            _private_api.check_variables_are_known(self, variables)
         selected = [
             v
             for g, v in zip(grads, variables)
@@ -342,23 +340,29 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         # Everything below is read before the inner step changes `iterations`.
         gate = _wrapping.update_gate(self.inner_optimizer, grads) if selected else None
         learning_rate = ops.cast(self.learning_rate, "float32") if selected else None
+        # The update rule (see `_decay_update`): decay, inner step, proximal steps.
         if selected and self._decays:
-            self._apply_decay(selected, learning_rate, gate)
+            coefficient = self._coefficient(learning_rate)
+            if gate is not None:
+                coefficient = coefficient * gate
+            references = [
+                self._decay_references[self._get_variable_index(v)] for v in selected
+            ]
+            _decay_update.apply_decay(self, selected, references, coefficient)
         self.inner_optimizer.apply(grads, trainable_variables)
         if selected and self._thresholds:
-            self._apply_thresholds(selected, learning_rate, gate)
+            scale = learning_rate if gate is None else learning_rate * gate
+            _decay_update.apply_proximal(self, selected, self.l1, self.group_l1, scale)
 
     def _coefficient(self, learning_rate):
         """`c` of the decay step `w <- w - c * (w - w_ref)` at `learning_rate`."""
         strength = self.weight_decay
         if not isinstance(strength, numbers.Real):
             strength = strength(_wrapping.step_count(self.inner_optimizer))
-        strength = ops.cast(strength, "float32")
-        if self.decay_scaling == "learning_rate":
-            return learning_rate * strength
-        if self.decay_scaling == "schedule":
-            return learning_rate / self._initial_lr * strength
-        return strength
+        return _decay_update.decay_coefficient(
+            self.decay_scaling, strength, learning_rate,
+            self._initial_lr if self.decay_scaling == "schedule" else None,
+        )
 
     def decay_coefficient(self):
         """The `c` of the next step's decay `w <- w - c * (w - w_ref)`, as a float.
@@ -385,32 +389,6 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         if not self.decays(variable):
             return None
         return self._decay_references[self._get_variable_index(variable)]
-
-    def _apply_decay(self, variables, learning_rate, gate):
-        coefficient = self._coefficient(learning_rate)
-        if gate is not None:
-            coefficient = coefficient * gate
-        updates = []
-        for variable in variables:
-            reference = self._decay_references[self._get_variable_index(variable)]
-            updates.append((variable, _proximal.decay_update(reference)))
-        _proximal.update_variables(self, updates, (coefficient,))
-
-    def _apply_thresholds(self, variables, learning_rate, gate):
-        scale = learning_rate if gate is None else learning_rate * gate
-        scalars = []
-        if self.l1 > 0:
-            scalars.append(scale * self.l1)
-        if self.group_l1 > 0:
-            scalars.append(scale * self.group_l1)
-        updates = [
-            (v, _proximal.proximal_update(
-                self.l1 > 0, self.group_l1 > 0, getattr(v, "constraint", None),
-                _proximal.unit_axes_of(v),
-            ))
-            for v in variables
-        ]
-        _proximal.update_variables(self, updates, tuple(scalars))
 
     # --- serialization --------------------------------------------------------------
 
@@ -441,36 +419,3 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
                 config["weight_decay"], custom_objects=custom_objects
             )
         return cls(optimizer, **config)
-
-
-def normalized_weight_decay(lambda_norm, batch_size, num_examples, epochs):
-    """The decay strength for a run, from the paper's normalized weight decay.
-
-    Loshchilov & Hutter (2019, Appendix B.1) make the best decay independent
-    of the training length by fixing `lambda_norm` and setting
-
-        weight_decay = lambda_norm * sqrt(batch_size / (num_examples * epochs))
-
-    Args:
-        lambda_norm: Non-negative float, the normalized decay.
-        batch_size: Int >= 1, examples per step (`b`).
-        num_examples: Int >= 1, training examples per epoch (`B`).
-        epochs: Positive number of epochs (`T`).
-
-    Returns:
-        The float `weight_decay`.
-
-    Example:
-
-    >>> import keras_regkit
-    >>> keras_regkit.normalized_weight_decay(0.05, 128, 50000, 200)  # 0.05*sqrt(128/1e7)
-    0.000178885...
-
-    Reference: Loshchilov & Hutter (2019), "Decoupled weight decay
-    regularization", Appendix B.1.
-    """
-    lambda_norm = _validation.non_negative(lambda_norm, "lambda_norm")
-    batch_size = _validation.positive_int(batch_size, "batch_size")
-    num_examples = _validation.positive_int(num_examples, "num_examples")
-    epochs = _validation.positive(epochs, "epochs")
-    return lambda_norm * math.sqrt(batch_size / (num_examples * epochs))

@@ -1,0 +1,118 @@
+"""Every private Keras or TensorFlow API the package relies on.
+
+Each is read in exactly one small function below, because no public API gives
+the same thing; everything else in the package uses public APIs only.
+Checked against Keras 3.15.1 and TensorFlow 2.21.0.
+`tests/test_private_api.py` fails with a message naming the function if one
+of them disappears or changes behaviour in a later release.
+"""
+
+import keras
+
+
+def call_count(optimizer):
+    """How many times `optimizer.apply` ran: the step a learning-rate schedule sees.
+
+    Private: `Optimizer._iterations`. The public `iterations` counts weight
+    updates, `_iterations // gradient_accumulation_steps` with gradient
+    accumulation, while Keras evaluates the learning-rate schedule at
+    `_iterations` (`_get_current_learning_rate`).
+    """
+    return optimizer._iterations
+
+
+def learning_rate_schedule(optimizer):
+    """The optimizer's `LearningRateSchedule`, or `None` for a fixed learning rate.
+
+    Private: `Optimizer._learning_rate`. The public `learning_rate` is the
+    schedule's value at the current step, not the schedule.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    return None
+
+
+def built_variables(optimizer):
+    """The trainable variables `optimizer` was built with, in build order.
+
+    Private: `Optimizer._trainable_variables`, what Keras's own `apply` uses
+    when called without variables.
+    """
+    return optimizer._trainable_variables
+
+
+def check_variables_are_known(optimizer, variables):
+    """Raises `ValueError` for a variable `optimizer` was not built with.
+
+    Private: `Optimizer._check_variables_are_known`, Keras's own check in `apply`.
+    """
+    optimizer._check_variables_are_known(variables)
+
+
+def distribution_strategy(optimizer):
+    """The `tf.distribute.Strategy` `optimizer` was created under (TensorFlow).
+
+    Private: the TensorFlow optimizer's `_distribution_strategy`, the strategy
+    Keras's own weight decay updates through; the current strategy when absent.
+    """
+    import tensorflow as tf
+
+    return getattr(optimizer, "_distribution_strategy", None) or tf.distribute.get_strategy()
+
+
+def maybe_merge_call(fn, strategy, *args):
+    """`fn(strategy, *args)` in the cross-replica context when the strategy needs it.
+
+    Private: `tf.__internal__.distribute.interim.maybe_merge_call`, the call
+    Keras's own TensorFlow optimizer updates through. The public
+    `tf.distribute.get_replica_context().merge_call` is not the same: TensorFlow
+    skips the merge call where a strategy runs without it (XLA-compiled steps
+    on GPUs), and `merge_call` cannot run there.
+    """
+    import tensorflow as tf
+
+    return tf.__internal__.distribute.interim.maybe_merge_call(fn, strategy, *args)
+
+
+# --- the layer graph (dropout, DropPath and DropBlock placement) ---------------
+
+
+def keras_history(tensor):
+    """`(operation, node_index)` that produced the symbolic `tensor`.
+
+    Private: `KerasTensor._keras_history`, what `keras.models.clone_model` and
+    the functional API walk too; no public API exposes a tensor's producer.
+    """
+    history = tensor._keras_history
+    return history[0], history[1]
+
+
+def inbound_node(operation, node_index):
+    """The `keras.Node` of `operation`'s call number `node_index`.
+
+    Private: `Operation._inbound_nodes`. The node's `input_tensors` and
+    `output_tensors` (public attributes of the node) give the graph's edges.
+    """
+    return operation._inbound_nodes[node_index]
+
+
+# --- the regularization monitor --------------------------------------------------
+
+
+def set_tracked_attribute(layer, name, value):
+    """`setattr(layer, name, value)` with Keras tracking it, even on a built layer.
+
+    Private: `Layer._tracker`. It refuses new state once locked (a subclassed
+    model after `build()`), so it is unlocked for this one assignment and
+    locked again; metrics set this way appear in `model.metrics`.
+    """
+    tracker = getattr(layer, "_tracker", None)
+    locked = bool(getattr(tracker, "locked", False))
+    if locked:
+        tracker.unlock()
+    try:
+        setattr(layer, name, value)
+    finally:
+        if locked:
+            tracker.lock()
