@@ -2,7 +2,8 @@
 
 Used by `keras_regkit.dropout` and `keras_regkit.residual`. Keras keeps the graph on
 `KerasTensor._keras_history` and `Layer._inbound_nodes` (what
-`keras.models.clone_model` walks too); this module only reads them. It also
+`keras.models.clone_model` walks too), private attributes read only through
+`_private_api`; this module only reads them. It also
 finds the layers hidden inside composite layers (`hidden_layers`), which no
 rebuild of the graph can reach.
 """
@@ -11,6 +12,7 @@ import collections
 
 import keras
 
+from keras_regkit import _private_api
 from keras_regkit import _selectors
 
 DROPOUT_LAYERS = (
@@ -36,8 +38,9 @@ def is_graph_model(layer):
 class _Level:
     """One Sequential/functional model of the hierarchy and its layer graph.
 
-    Keras keeps the graph on `KerasTensor._keras_history` and
-    `Layer._inbound_nodes` (what `clone_model` walks too); read-only here.
+    Keras keeps the graph on the tensors and layers themselves, read here
+    through `_private_api.keras_history` and `_private_api.inbound_node`
+    (what `clone_model` walks too); read-only.
     """
 
     def __init__(self, model, prefix, is_output):
@@ -53,7 +56,7 @@ class _Level:
             key, op, index = stack.pop()
             if key in nodes:
                 continue
-            node = op._inbound_nodes[index]
+            node = _private_api.inbound_node(op, index)
             parents = [self._key(t) for t in node.input_tensors]
             for parent in parents:
                 consumers.setdefault(parent[0][0], []).append(op)
@@ -67,7 +70,7 @@ class _Level:
 
     @staticmethod
     def _key(tensor):
-        op, index = tensor._keras_history[0], tensor._keras_history[1]
+        op, index = _private_api.keras_history(tensor)
         return (id(op), index), op, index
 
     @staticmethod
@@ -243,7 +246,7 @@ def rebuild_model(levels, insertions, remove, *, before=None):
         source = sub.inputs[0]
         new = keras.Sequential(
             [keras.Input(batch_shape=source.shape, dtype=source.dtype,
-                         name=source._keras_history[0].name)] + stack,
+                         name=_private_api.keras_history(source)[0].name)] + stack,
             name=sub.name, trainable=sub.trainable)
         if sub.compiled:
             new.compile_from_config(sub.get_compile_config())

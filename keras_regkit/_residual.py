@@ -12,6 +12,7 @@ import collections
 
 import keras
 
+from keras_regkit import _private_api
 from keras_regkit.dropout import CONVOLUTIONS
 from keras_regkit.layers import DropPath
 
@@ -69,7 +70,7 @@ def topological(level):
 def output(level, key):
     """The (first) output tensor of node `key` of `level`."""
     op = level.nodes[key][0]
-    return op._inbound_nodes[key[1]].output_tensors[0]
+    return _private_api.inbound_node(op, key[1]).output_tensors[0]
 
 
 def merges(levels):

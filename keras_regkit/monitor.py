@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_regkit import _private_api
 from keras_regkit import _selectors
 from keras_regkit import _units
 from keras_regkit import _validation
@@ -53,7 +54,7 @@ def _install_penalty_trackers(model):
     with scope:
         data = keras.metrics.Mean(name="data_loss")
         penalty = keras.metrics.Mean(name="penalty")
-    _track(model, _TRACKERS, [data, penalty])
+    _private_api.set_tracked_attribute(model, _TRACKERS, [data, penalty])
     compute_loss = model.compute_loss  # the class's method (or the user's), bound
     # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
     takes_training = "training" in inspect.signature(compute_loss).parameters
@@ -79,25 +80,6 @@ def _install_penalty_trackers(model):
     model.compute_loss = split_compute_loss
     for attribute in ("train_function", "test_function"):
         setattr(model, attribute, None)  # retrace with the split loss
-
-
-def _track(model, name, metrics):
-    """Sets `metrics` as a tracked attribute, so Keras lists them in `model.metrics`.
-
-    Private Keras API, checked against Keras 3.15: a layer's `_tracker` refuses
-    new state once locked (a subclassed model after `build()`), so it is
-    unlocked for this one assignment and locked again. `tests/test_monitor.py`
-    covers a built subclassed model, so a change in Keras fails loudly there.
-    """
-    tracker = getattr(model, "_tracker", None)
-    locked = bool(getattr(tracker, "locked", False))
-    if locked:
-        tracker.unlock()
-    try:
-        setattr(model, name, metrics)
-    finally:
-        if locked:
-            tracker.lock()
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
