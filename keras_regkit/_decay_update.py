@@ -119,10 +119,10 @@ def group_soft_threshold(value, threshold, axes=None):
     """
     if axes is None:
         axes = list(range(len(value.shape) - 1))
-    if not axes:
+    if axes:
+        norm = ops.sqrt(_units.squared_norms(value, axes, keepdims=True))
+    else:  # each entry its own group; `abs` does not underflow as `sqrt(w**2)` can
         norm = ops.absolute(value)
-    else:
-        norm = ops.sqrt(ops.sum(ops.square(value), axis=tuple(axes), keepdims=True))
     # `norm <= t` gives exactly 0, also when `||w_j||^2` underflows to 0 for a
     # tiny non-zero `w_j`; `t = 0` (a step that does not update) leaves `w`.
     above = norm > threshold

@@ -18,6 +18,7 @@ Pure functions: nothing here changes a layer or a variable.
 """
 
 import keras
+from keras import ops
 
 from keras_regkit import _selectors
 
@@ -165,3 +166,21 @@ def _contracted_axes(equation, rank):
     if len(kernel_spec) != rank or not kernel_spec.isalpha():
         return None
     return [i for i, letter in enumerate(kernel_spec) if letter not in output]
+
+
+def squared_norms(w, axes, keepdims=False):
+    """`||w_j||^2` of each unit `w_j` spanning `axes` (a list from `reduction_axes`).
+
+    With `axes=[]` each entry is its own unit (`w**2`). The one home of the
+    per-unit norm that `MaxNorm`, `GroupLasso`, the group-L1 prox and the
+    monitor's saturation share; in `keras.ops`, so it runs inside `tf.function`.
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> ops.convert_to_numpy(squared_norms(np.array([[3.0, 1.0], [4.0, 0.0]]), [0])).tolist()
+    [25.0, 1.0]
+    """
+    squares = ops.square(ops.convert_to_tensor(w))
+    if not axes:
+        return squares
+    return ops.sum(squares, axis=tuple(axes), keepdims=keepdims)

@@ -69,10 +69,7 @@ class MaxNorm(keras.constraints.Constraint):
     def __call__(self, w):
         w = ops.convert_to_tensor(w)
         axes = _units.reduction_axes(self.axis, len(w.shape))
-        squares = ops.square(w)
-        if axes:
-            squares = ops.sum(squares, axis=axes, keepdims=True)
-        norms = ops.sqrt(squares)
+        norms = ops.sqrt(_units.squared_norms(w, axes, keepdims=True))
         max_value = ops.cast(self.max_value, w.dtype)
         # `maximum` keeps the unused branch finite at norm 0.
         scaled = w * (max_value / ops.maximum(norms, max_value))

@@ -264,8 +264,7 @@ def variable_statistics(model, epoch=None):
 def _saturation(value, constraint):
     rank = value.ndim
     axes = tuple(_units.reduction_axes(constraint.axis, rank)) if rank else ()
-    norms = np.sqrt(np.sum(np.square(value), axis=axes)) if axes else np.abs(value)
-    norms = np.atleast_1d(norms)
+    norms = np.sqrt(np.atleast_1d(ops.convert_to_numpy(_units.squared_norms(value, axes))))
     return float(np.mean(norms >= constraint.max_value * (1 - 1e-5)))
 
 

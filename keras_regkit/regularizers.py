@@ -193,9 +193,7 @@ class GroupLasso(keras.regularizers.Regularizer):
     def __call__(self, x):
         x = ops.convert_to_tensor(x)
         axes = _units.reduction_axes(self.axis, len(x.shape))
-        squares = ops.square(x)
-        if axes:
-            squares = ops.sum(squares, axis=tuple(axes))
+        squares = _units.squared_norms(x, axes)
         # Double `where`: sqrt is only evaluated (and differentiated) where
         # the group is non-zero, so an all-zero group has gradient 0, not NaN.
         nonzero = squares > 0
