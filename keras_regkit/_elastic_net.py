@@ -16,10 +16,6 @@ from keras_regkit import _selectors
 from keras_regkit import _validation
 
 
-def _l1_ratio(value, name="l1_ratio"):
-    return _validation.fraction(value, name)
-
-
 @keras.saving.register_keras_serializable(package="keras_regkit")
 class ElasticNet(keras.regularizers.Regularizer):
     """Naive elastic net: L1 and L2 together (sparse, but stable under correlation).
@@ -59,7 +55,7 @@ class ElasticNet(keras.regularizers.Regularizer):
     def from_mix(cls, alpha, l1_ratio=0.5):
         """Builds the penalty from scikit-learn's `alpha` and `l1_ratio`."""
         alpha = _validation.non_negative(alpha, "alpha")
-        l1_ratio = _l1_ratio(l1_ratio)
+        l1_ratio = _validation.fraction(l1_ratio, "l1_ratio")
         return cls(l1=alpha * l1_ratio, l2=0.5 * alpha * (1.0 - l1_ratio))
 
     def __call__(self, x):
