@@ -2,7 +2,7 @@
 
 The `.keras` save/load round trip in a fresh process is shared with the
 regularizers: see `test_keras_save_load_in_fresh_process` in
-`test_regularizers.py`.
+`test_regularizers_serialization.py`.
 """
 
 import json
