@@ -33,18 +33,18 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     zeros.
 
     Each training step, with `lr_t` the inner optimizer's learning rate for
-    the step and `lam_t = weight_decay`, or `weight_decay(step)` for a
+    the step and `λ_t = weight_decay`, or `weight_decay(step)` for a
     schedule (at the step count the learning-rate schedule sees: with
     gradient accumulation, every call, not every update):
 
-        decay_scaling="learning_rate":  w <- w - lr_t * lam_t * w
+        decay_scaling="learning_rate":  w <- w - lr_t * λ_t * w
             (PyTorch `AdamW`, Keras `weight_decay`, optax `adamw`)
-        decay_scaling="schedule":       w <- w - (lr_t / lr_0) * lam_t * w
+        decay_scaling="schedule":       w <- w - (lr_t / lr_0) * λ_t * w
             (the paper's Algorithm 2: `eta_t = lr_t / lr_0` is its schedule
             multiplier; `lr_0` is the learning rate at step 0 - a schedule's
             value at step 0, or a float learning rate as it was at build -
             and must be > 0)
-        decay_scaling="none":           w <- w - lam_t * w
+        decay_scaling="none":           w <- w - λ_t * w
             (the former TensorFlow Addons `AdamW`/`SGDW` rule)
 
     and then the inner optimizer's own step on the gradient `g` (computed at
@@ -52,9 +52,9 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     learning rate of the step, as Keras's `weight_decay` does. So with
     `Adam(learning_rate=alpha * eta_t)` and `"schedule"`, the update is
     exactly Algorithm 2, `w_t = w_{t-1} - eta_t * (alpha * m_hat /
-    (sqrt(v_hat) + eps) + lam * w_{t-1})` (Keras places `eps` slightly
+    (sqrt(v_hat) + eps) + λ * w_{t-1})` (Keras places `eps` slightly
     differently inside Adam); `"learning_rate"` is the same with the paper's
-    `lam` equal to `alpha * weight_decay`.
+    `λ` equal to `alpha * weight_decay`.
     With `toward="initial"` each `w` in the decay becomes `w - w_0`, where
     `w_0` is the variable's value when the optimizer was built (L2-SP). The
     `w_0` copies are optimizer variables, so checkpoints and saved models
@@ -115,7 +115,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             not `AdamW`).
         weight_decay: Non-negative float or
             `keras.optimizers.schedules.LearningRateSchedule`, the decay
-            strength `lam`.
+            strength `λ`.
         decay_scaling: `"learning_rate"` (default), `"schedule"` or `"none"`,
             see above.
         exclude: Glob pattern or list of patterns on `variable.path` (such as
