@@ -3,7 +3,9 @@
 The wrapped optimizer may itself wrap another (`LossScaleOptimizer`); `chain`
 walks down to the one that takes the gradient steps, which owns the step
 count, the learning rate and the gradient-accumulation setting. Base-optimizer
-arguments given to the wrapper are set on that one; Keras itself checks them.
+arguments given to the wrapper are set on that one. Each value is checked here
+(type and range, as every argument of this package is); how they combine (one
+clip at a time, EMA settings, accumulation >= 2) Keras itself checks.
 """
 
 import numbers
@@ -12,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _private_api
+from keras_regkit import _validation
 
 # Base-optimizer arguments the wrapper passes on to the optimizer that takes
 # the steps.
@@ -25,6 +28,19 @@ FORWARDED = (
     "loss_scale_factor",
     "gradient_accumulation_steps",
 )
+# The value check of each (`None`, Keras's "off", passes except for `use_ema`).
+# Keras's constructor checks only how they combine, and accepts e.g.
+# `clipnorm=-1` or `gradient_accumulation_steps=0` silently.
+_VALUE_CHECKS = {
+    "clipnorm": _validation.positive,
+    "clipvalue": _validation.positive,
+    "global_clipnorm": _validation.positive,
+    "use_ema": _validation.boolean,
+    "ema_momentum": _validation.fraction,
+    "ema_overwrite_frequency": _validation.positive_int,
+    "loss_scale_factor": _validation.positive,
+    "gradient_accumulation_steps": _validation.positive_int,
+}
 
 
 def chain(optimizer):
@@ -137,6 +153,10 @@ def check_forwarded(kwargs, stepping):
         )
     if not kwargs:
         return {}
+    kwargs = {
+        key: value if value is None and key != "use_ema" else _VALUE_CHECKS[key](value, key)
+        for key, value in kwargs.items()
+    }
     defaults = _keras_checked({})
     for key, value in kwargs.items():
         current = getattr(stepping, key, getattr(defaults, key))

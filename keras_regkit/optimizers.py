@@ -134,7 +134,8 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
             `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`)
             are set on the wrapped optimizer, which takes the steps, and are
-            saved in its config. Keras checks them as it does when they are
+            saved in its config. Each value is checked here (type and
+            range); how they combine, Keras checks as it does when they are
             passed to the wrapped optimizer itself.
 
     Example:
