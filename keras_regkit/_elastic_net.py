@@ -231,3 +231,11 @@ class ElasticNetCorrection(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+# Their public home is `keras_regkit.regularizers`: saved configs name that
+# module, as they did before these classes moved here.
+for _public in (ElasticNet, CorrectedElasticNet, ElasticNetCorrection,
+                apply_elastic_net_correction):
+    _public.__module__ = "keras_regkit.regularizers"
+del _public

@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 
-# Keras-free: `--help` does not wait for Keras and the model code.
+# No model code and no tensorflow_datasets behind these: `--help` does not load them.
 from keras_regkit.baselines._settings import MAX_BLOCKS
 from keras_regkit.baselines._settings import QUICK
 from keras_regkit.baselines._settings import STRATEGIES

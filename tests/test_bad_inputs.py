@@ -435,14 +435,15 @@ COEFFICIENTS = [
                  id="DecoupledWeightDecay"),
 ]
 INVALID_COEFFICIENTS = [
-    pytest.param(-1, ValueError, "must be (>=|>) 0. Received: {}=-1", id="negative"),
-    pytest.param(NAN, ValueError, "finite number. Received: {}=nan", id="nan"),
-    pytest.param(INF, ValueError, "finite number. Received: {}=inf", id="inf"),
-    pytest.param(-INF, ValueError, "finite number. Received: {}=-inf", id="-inf"),
-    pytest.param(True, TypeError, "Received: {}=True", id="bool"),
-    pytest.param("0.1", TypeError, "Received: {}='0.1'", id="str"),
-    pytest.param([0.1], TypeError, r"Received: {}=\[0.1\]", id="list"),
-    pytest.param(np.array([0.1, 0.2]), TypeError, r"Received: {}=array\(\[0.1, 0.2\]\)",
+    pytest.param(-1, ValueError, "must be {op} 0. Received: {name}=-1.0", id="negative"),
+    pytest.param(NAN, ValueError, "finite number. Received: {name}=nan", id="nan"),
+    pytest.param(INF, ValueError, "finite number. Received: {name}=inf", id="inf"),
+    pytest.param(-INF, ValueError, "finite number. Received: {name}=-inf", id="-inf"),
+    pytest.param(True, TypeError, "Received: {name}=True", id="bool"),
+    pytest.param(False, TypeError, "Received: {name}=False", id="bool-false"),
+    pytest.param("0.1", TypeError, "Received: {name}='0.1'", id="str"),
+    pytest.param([0.1], TypeError, r"Received: {name}=\[0.1\]", id="list"),
+    pytest.param(np.array([0.1, 0.2]), TypeError, r"Received: {name}=array\(\[0.1, 0.2\]\)",
                  id="array"),
 ]
 
@@ -451,7 +452,8 @@ INVALID_COEFFICIENTS = [
 @pytest.mark.parametrize(("make", "name"), COEFFICIENTS)
 def test_every_coefficient_refuses_the_same_bad_values(make, name, value, error, message):
     """The same check everywhere a coefficient is taken, naming the argument."""
-    with pytest.raises(error, match=rf"`{name}`.*" + message.format(name)) as info:
+    op = ">" if name == "max_value" else ">="  # MaxNorm's bound must be positive
+    with pytest.raises(error, match=rf"`{name}`.*" + message.format(name=name, op=op)) as info:
         make(value)
     assert type(info.value) is error
 

@@ -147,3 +147,9 @@ def test_penalty_in_loss_matches_numpy():
 def test_invalid_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         cifar10.build_vgg_like(**kwargs)
+
+
+def test_the_deprecated_weight_decay_keyword_is_validated_as_l2():
+    with pytest.warns(DeprecationWarning, match="use `l2=`"):
+        with pytest.raises(ValueError, match=r"`l2` must be >= 0. Received: l2=-1.0"):
+            cifar10.build_vgg_like(weight_decay=-1.0)

@@ -139,3 +139,5 @@ def test_configs_saved_before_the_elastic_net_module_split_still_load(class_name
     restored = keras.saving.deserialize_keras_object(old)
     assert type(restored) is getattr(keras_regkit.regularizers, class_name)
     assert restored.get_config() == config
+    # And saved configs still name the public module, byte for byte as before.
+    assert keras.saving.serialize_keras_object(restored) == old

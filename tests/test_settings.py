@@ -192,3 +192,24 @@ def test_variant_fields_are_named_for_what_they_are():
         assert l2.weight_decay == 1e-3
     with pytest.warns(DeprecationWarning, match="use `Variant.normalized_decay`"):
         assert adamw.normalized_weight_decay == 0.05
+
+
+def test_variant_takes_its_old_keywords_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"`Variant\(weight_decay=\.\.\.\)` is deprecated"):
+        old = cifar10.Variant("x", "old names", weight_decay=1e-3)
+    with pytest.warns(DeprecationWarning, match=r"use `normalized_decay=`.*not a loss term"):
+        decoupled = cifar10.Variant("y", "old names", normalized_weight_decay=0.05)
+    assert old == cifar10.Variant("x", "old names", l2=1e-3)
+    assert decoupled == cifar10.Variant("y", "old names", normalized_decay=0.05)
+    with pytest.raises(ValueError, match=r"pass `l2` only. Received: l2=0.2, weight_decay=0.1"):
+        cifar10.Variant("x", "both", l2=0.2, weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"Received: l2=0.2, weight_decay=0.1"):
+        cifar10.Variant("x", "both", 0.2, weight_decay=0.1)  # `l2` given by position
+
+
+def test_a_misspelled_train_keyword_is_named(tmp_path):
+    for kwargs in ({"epoch": 3}, {"settings": RunSettings("l2"), "epoch": 3}):
+        with pytest.raises(TypeError, match=r"train\(\) got unexpected keyword argument\(s\) "
+                                            r"\['epoch'\].*Received: epoch=3"):
+            cifar10.train(out=tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()

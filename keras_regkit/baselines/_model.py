@@ -197,7 +197,7 @@ def build_variant(
     Loss: sparse categorical cross-entropy; metric: accuracy; optimizer:
     `build_optimizer(variant, ...)` (Adam 1e-3, or its decoupled wrapper, whose
     normalized decay uses the run's global `batch_size`, `num_examples` and
-    `epochs`, or `DEFAULT_RUN` for the missing ones). The `sam` variants
+    `epochs`, or `_variants.DEFAULT_RUN` for the missing ones). The `sam` variants
     return the network wrapped in `keras_regkit.SharpnessAwareMinimization`.
 
     Example:

@@ -3,7 +3,8 @@
 `RunSettings` is built once (from Python keywords, or by the command line from
 its arguments), validated once, recorded in the run folder (metrics.json,
 under `arguments`), and passed whole to training and the input pipeline.
-This module imports no Keras, so `keras-regkit --help` need not wait for it.
+This module (like `_variants`) imports no model code, so `keras-regkit --help`
+need not load it.
 """
 
 import dataclasses

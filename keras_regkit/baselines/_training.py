@@ -1,5 +1,6 @@
 """Training entry point of the CIFAR-10 baseline: strategy, fit, evaluation, run folder."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -178,6 +179,14 @@ def _penalty_share(history):
 
 
 def _settings(variant, settings, options):
+    fields = {field.name for field in dataclasses.fields(RunSettings)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise TypeError(
+            f"train() got unexpected keyword argument(s) {unknown}; the run settings "
+            f"are {sorted(fields)}. Received: "
+            + ", ".join(f"{key}={options[key]!r}" for key in unknown)
+        )
     if settings is None:
         return RunSettings(DEFAULT_VARIANT if variant is None else variant, **options)
     if not isinstance(settings, RunSettings):

@@ -1,7 +1,7 @@
 """The named regularization variants of the CIFAR-10 baseline: what each one sets.
 
-A `Variant` is plain data, and this module imports no Keras: the command line
-lists the names for `--help` without waiting for it. Its `build_*` methods
+A `Variant` is plain data, and this module imports no model code: the command
+line lists the names for `--help` without loading it. Its `build_*` methods
 import the model code (and with it Keras) when they are called.
 """
 
@@ -9,6 +9,7 @@ import dataclasses
 import warnings
 
 from keras_regkit import _validation
+from keras_regkit.baselines._errors import renamed_keyword
 
 # The run geometry assumed when the decoupled decay is computed without one:
 # the full CIFAR-10 training set, batch 128, 50 epochs.
@@ -153,6 +154,14 @@ class Variant:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+# The old constructor keywords still work, with a `DeprecationWarning`.
+Variant.__init__ = renamed_keyword("weight_decay", "l2")(
+    renamed_keyword(
+        "normalized_weight_decay", "normalized_decay",
+        reason="the normalized decoupled decay lambda_norm, not a loss term",
+    )(Variant.__init__)
+)
 
 
 VARIANTS = {
