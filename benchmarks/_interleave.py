@@ -52,6 +52,34 @@ def step_timer(model, x, y):
     return run
 
 
+def timing_arguments(parser, *, rounds, steps, batch_size=None):
+    """Adds `--rounds`, `--steps` (and `--batch-size` when given a default)."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--steps", type=int, default=steps)
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def print_ratio_table(header, columns, rows):
+    """Prints the machine line, `# header` and a Markdown table, a row as it comes.
+
+    `rows` yields lists of cells (a generator, so each row is printed, and
+    flushed, as soon as it is measured).
+    """
+    print(machine_line())
+    print(f"# {header}")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in rows:
+        print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
+
+
+def ratio_cells(result):
+    """`[median ratio, "low-high"]` of an `interleaved` result, 3 decimals."""
+    low, high = result["ratio_iqr"]
+    return [f"{result['ratio']:.3f}", f"{low:.3f}-{high:.3f}"]
+
+
 def jit_compile_argument(parser):
     """Adds `--jit-compile auto|true|false`; returns the text -> `jit_compile` mapping."""
     parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")

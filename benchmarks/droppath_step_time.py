@@ -25,8 +25,10 @@ import numpy as np  # noqa: E402
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
 from _interleave import jit_compile_argument  # noqa: E402
-from _interleave import machine_line  # noqa: E402
+from _interleave import print_ratio_table  # noqa: E402
+from _interleave import ratio_cells  # noqa: E402
 from _interleave import step_timer  # noqa: E402
+from _interleave import timing_arguments  # noqa: E402
 
 
 def _trainer(model, x, y, jit_compile):
@@ -43,8 +45,7 @@ def measure(with_layers, without, rounds, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=5)
+    timing_arguments(parser, rounds=9, steps=5)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dropblock", action="store_true",
@@ -66,23 +67,21 @@ def main(argv=None):
     y = rng.integers(0, 10, size=(args.batch_size,))
     runs = {name: _trainer(model, x, y, jit) for name, model in arms.items()}
 
-    print(machine_line())
-    print(
-        f"# ResNet50(weights=None) {args.image_size}x{args.image_size}x3, 10 classes, "
+    def rows():
+        for name in [name for name in arms if name != "without"]:
+            count = sum(type(layer).__name__ == name for layer in arms[name].layers)
+            result = measure(runs[name], runs["without"], args.rounds, args.steps)
+            yield [name, count, f"{result['with_ms']:.1f}", f"{result['without_ms']:.1f}",
+                   *ratio_cells(result)]
+
+    print_ratio_table(
+        f"ResNet50(weights=None) {args.image_size}x{args.image_size}x3, 10 classes, "
         f"batch={args.batch_size}, SGD; rounds={args.rounds} steps/round={args.steps} "
-        f"jit_compile={args.jit_compile}"
+        f"jit_compile={args.jit_compile}",
+        ["inserted", "layers", "with ms/step", "without ms/step", "median ratio",
+         "IQR of ratio"],
+        rows(),
     )
-    print("| inserted | layers | with ms/step | without ms/step | median ratio | IQR of ratio |")
-    print("|---|---|---|---|---|---|")
-    for name in [name for name in arms if name != "without"]:
-        count = sum(type(layer).__name__ == name for layer in arms[name].layers)
-        result = measure(runs[name], runs["without"], args.rounds, args.steps)
-        low, high = result["ratio_iqr"]
-        print(
-            f"| {name} | {count} | {result['with_ms']:.1f} | {result['without_ms']:.1f} "
-            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} |",
-            flush=True,
-        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import numpy as np  # noqa: E402
 
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
-from _interleave import machine_line  # noqa: E402
+from _interleave import print_ratio_table  # noqa: E402
+from _interleave import ratio_cells  # noqa: E402
+from _interleave import timing_arguments  # noqa: E402
 from keras_regkit.baselines import cifar10  # noqa: E402
 
 
@@ -63,21 +65,24 @@ def _arm(build, monitored, steps, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=10)
+    timing_arguments(parser, rounds=9, steps=10)
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     args = parser.parse_args()
-    print(machine_line())
-    print(f"# rounds={args.rounds}, an epoch of {args.steps} steps per arm and round")
-    print("| net | median ratio monitored/plain | IQR of ratio | monitored s/epoch | plain s/epoch |")
-    print("|---|---|---|---|---|")
-    for name in args.nets:
-        plain = _arm(NETS[name], False, args.steps, seed=0)
-        monitored = _arm(NETS[name], True, args.steps, seed=0)
-        result = interleaved(monitored, plain, args.rounds, args.steps)
-        low, high = result["ratio_iqr"]
-        print(f"| {name} | {result['ratio']:.3f} | {low:.3f}-{high:.3f} "
-              f"| {result['a_ms'] / 1000:.3f} | {result['b_ms'] / 1000:.3f} |", flush=True)
+
+    def rows():
+        for name in args.nets:
+            plain = _arm(NETS[name], False, args.steps, seed=0)
+            monitored = _arm(NETS[name], True, args.steps, seed=0)
+            result = interleaved(monitored, plain, args.rounds, args.steps)
+            yield [name, *ratio_cells(result), f"{result['a_ms'] / 1000:.3f}",
+                   f"{result['b_ms'] / 1000:.3f}"]
+
+    print_ratio_table(
+        f"rounds={args.rounds}, an epoch of {args.steps} steps per arm and round",
+        ["net", "median ratio monitored/plain", "IQR of ratio", "monitored s/epoch",
+         "plain s/epoch"],
+        rows(),
+    )
 
 
 if __name__ == "__main__":

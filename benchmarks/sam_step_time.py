@@ -32,8 +32,10 @@ import numpy as np  # noqa: E402
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
 from _interleave import jit_compile_argument  # noqa: E402
-from _interleave import machine_line  # noqa: E402
+from _interleave import print_ratio_table  # noqa: E402
+from _interleave import ratio_cells  # noqa: E402
 from _interleave import step_timer  # noqa: E402
+from _interleave import timing_arguments  # noqa: E402
 from keras_regkit.baselines.cifar10 import build_vgg_like  # noqa: E402
 
 ROWS = {
@@ -72,28 +74,24 @@ def measure(row, rounds, steps, batch_size, jit_compile):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
+    timing_arguments(parser, rounds=11, steps=10, batch_size=128)
     jit_values = jit_compile_argument(parser)
     args = parser.parse_args(argv)
     jit = jit_values[args.jit_compile]
 
-    print(machine_line())
-    print(
-        f"# rounds={args.rounds} steps/round={args.steps} "
-        f"batch={args.batch_size} jit_compile={args.jit_compile}; VGG-like, Adam 1e-3"
+    def rows():
+        for row in args.rows:
+            result = measure(row, args.rounds, args.steps, args.batch_size, jit)
+            yield [ROWS[row][0], f"{result['sam_ms']:.1f}", f"{result['plain_ms']:.1f}",
+                   *ratio_cells(result), result["jit"]]
+
+    print_ratio_table(
+        f"rounds={args.rounds} steps/round={args.steps} "
+        f"batch={args.batch_size} jit_compile={args.jit_compile}; VGG-like, Adam 1e-3",
+        ["comparison", "SAM ms/step", "plain ms/step", "median ratio", "IQR of ratio",
+         "XLA (SAM, plain)"],
+        rows(),
     )
-    print("| comparison | SAM ms/step | plain ms/step | median ratio | IQR of ratio | XLA (SAM, plain) |")
-    print("|---|---|---|---|---|---|")
-    for row in args.rows:
-        result = measure(row, args.rounds, args.steps, args.batch_size, jit)
-        low, high = result["ratio_iqr"]
-        print(
-            f"| {ROWS[row][0]} | {result['sam_ms']:.1f} | {result['plain_ms']:.1f} "
-            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} | {result['jit']} |",
-            flush=True,
-        )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ import numpy as np  # noqa: E402
 import keras_regkit  # noqa: E402
 from _interleave import interleaved  # noqa: E402
 from _interleave import jit_compile_argument  # noqa: E402
-from _interleave import machine_line  # noqa: E402
+from _interleave import print_ratio_table  # noqa: E402
+from _interleave import ratio_cells  # noqa: E402
 from _interleave import step_timer  # noqa: E402
+from _interleave import timing_arguments  # noqa: E402
 
 
 def vgg_like(kernel_regularizer=None):
@@ -110,28 +112,23 @@ def measure(pair, rounds, steps, batch_size, jit_compile):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
+    timing_arguments(parser, rounds=15, steps=20, batch_size=128)
     jit_values = jit_compile_argument(parser)
     args = parser.parse_args(argv)
     jit = jit_values[args.jit_compile]
 
-    print(machine_line())
-    print(
-        f"# rounds={args.rounds} steps/round={args.steps} "
-        f"batch={args.batch_size} jit_compile={args.jit_compile}"
+    def rows():
+        for pair in args.pairs:
+            result = measure(pair, args.rounds, args.steps, args.batch_size, jit)
+            yield [PAIRS[pair][0], f"{result['ours_ms']:.1f}", f"{result['keras_ms']:.1f}",
+                   *ratio_cells(result)]
+
+    print_ratio_table(
+        f"rounds={args.rounds} steps/round={args.steps} "
+        f"batch={args.batch_size} jit_compile={args.jit_compile}",
+        ["comparison", "ours ms/step", "Keras ms/step", "median ratio", "IQR of ratio"],
+        rows(),
     )
-    print("| comparison | ours ms/step | Keras ms/step | median ratio | IQR of ratio |")
-    print("|---|---|---|---|---|")
-    for pair in args.pairs:
-        result = measure(pair, args.rounds, args.steps, args.batch_size, jit)
-        low, high = result["ratio_iqr"]
-        print(
-            f"| {PAIRS[pair][0]} | {result['ours_ms']:.1f} | {result['keras_ms']:.1f} "
-            f"| {result['ratio']:.3f} | {low:.3f}-{high:.3f} |",
-            flush=True,
-        )
 
 
 if __name__ == "__main__":
