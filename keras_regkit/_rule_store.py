@@ -14,6 +14,9 @@ is set as a plain attribute, not tracked by Keras: it adds no layer, weight or
 config entry, and plain `keras.saving.load_model` still loads the file (and
 ignores the asset). `keras_regkit.load_model` / `keras_regkit.restore_rules`
 read it back and re-apply each rule to the variable it was set on.
+
+Also here, for `regularize`/`constrain`: which rules the layer configs keep
+anyway (`kept_by_config`); they warn about the others.
 """
 
 import json
@@ -23,6 +26,7 @@ import zipfile
 import keras
 
 from keras_regkit import _selectors
+from keras_regkit import _weights
 
 ATTRIBUTE = "_keras_regkit_rules"
 FILENAME = "rules.json"
@@ -32,10 +36,11 @@ FORMAT = 1
 class RuleStore(keras.layers.Layer):
     """Holds one record per (variable, kind) ruled on a model; saved as an asset.
 
-    A record is a dict: `kind` ("regularizer" or "constraint"), `index` (of the
-    variable in the holding model's `weights`), `variable` (its path), `shape`,
-    `value` (`keras.saving.serialize_keras_object` of the rule, `None` for a
-    removal).
+    A record is a dict: `kind` ("regularizer" or "constraint"), `index` (the
+    variable's position in `_selectors.unique_variables(model.weights)` of the
+    holding model: its `weights` with each shared variable listed once),
+    `variable` (its path), `shape`, `value` (`keras.saving.serialize_keras_object`
+    of the rule, `None` for a removal).
     """
 
     def __init__(self, **kwargs):
@@ -72,26 +77,23 @@ def forget(model, variables, kind):
         store.records.pop((kind, index), None)
 
 
-def has_records(filepath):
-    """Whether `filepath` is a `.keras` archive holding stored rules."""
-    if not zipfile.is_zipfile(filepath):
-        return False
-    with zipfile.ZipFile(filepath) as archive:
-        return any(
-            name.endswith(f"/{ATTRIBUTE}/{FILENAME}") for name in archive.namelist()
-        )
+def read_records(filepath, *, archive_required=True):
+    """`[(holder, records)]` from a `.keras` file; `[]` when it stores no rules.
 
-
-def read_records(filepath):
-    """`[(holder, records)]` from a `.keras` file; `holder` is "" for the top model.
-
-    `holder` is the saving path of the model the store was attached to
-    (`"layers/functional"` when a ruled model was nested in the saved one).
+    `holder` is the saving path of the model the store was attached to: ""
+    for the top model, `"layers/functional"` when a ruled model was nested in
+    the saved one. A `filepath` that is not a zip archive raises `ValueError`,
+    or gives `[]` with `archive_required=False` (a model `keras.saving.load_model`
+    reads from elsewhere: a `.h5` file, a directory, a remote path).
     """
     found = []
     try:
         archive = zipfile.ZipFile(filepath)
-    except (zipfile.BadZipFile, IsADirectoryError) as error:
+    except (zipfile.BadZipFile, OSError) as error:
+        if not archive_required:
+            return []
+        if not isinstance(error, (zipfile.BadZipFile, IsADirectoryError)):
+            raise
         raise ValueError(
             "`filepath` must be a `.keras` file written by `model.save`. "
             f"Received: filepath={filepath!r} ({error})"
@@ -112,3 +114,111 @@ def read_records(filepath):
                     )
                 found.append(("/".join(parts[1:-2]), content["records"]))
     return found
+
+
+def records(model, planned, kind):
+    """Store records for `planned`, and the `(variable, value)` pairs that can't be stored.
+
+    `planned` holds `(owner, variable, weight name, value)` entries of `kind`.
+    """
+    index = {id(v): i for i, v in enumerate(_selectors.unique_variables(model.weights))}
+    made, unstorable = [], []
+    for owner, variable, name, value in planned:
+        serialized = None
+        if value is not None:
+            serialized = _serialize(value)
+            if serialized is None:
+                unstorable.append((variable, value))
+                continue
+        made.append(
+            {
+                "kind": kind,
+                "index": index[id(variable)],
+                "variable": variable.path,
+                "shape": list(variable.shape),
+                "value": serialized,
+            }
+        )
+    return made, unstorable
+
+
+def _serialize(value):
+    """`value`'s JSON-ready serialization if it loads back, else `None`."""
+    try:
+        serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(value)))
+        restored = keras.saving.deserialize_keras_object(serialized)
+    except Exception:
+        return None
+    return serialized if type(restored) is type(value) else None
+
+
+# Keras layers whose config holds their cell's `kernel_regularizer` etc. (read
+# from the cell) instead of the cell's own config; subclasses inherit it.
+_READS_CELL_SETTINGS = (
+    keras.layers.SimpleRNN,
+    keras.layers.GRU,
+    keras.layers.LSTM,
+    keras.layers.ConvLSTM1D,
+    keras.layers.ConvLSTM2D,
+    keras.layers.ConvLSTM3D,
+)
+
+
+def kept_by_config(planned, walked, kind):
+    """`{id(variable): bool}`: whether a `.keras` file's layer configs keep each rule.
+
+    True when the owner has a `<weight>_<kind>` setting in its config and is
+    rebuilt from that config: every layer from the model down to the owner
+    lists its child's config in its own (functional and Sequential models,
+    `Wrapper`s, `Bidirectional`, `RNN` with its cell), or is a Keras RNN layer
+    whose config carries its cell's settings (`LSTM`, `GRU`, ...). False
+    under a layer that rebuilds its inner layers from constructor arguments
+    (`MultiHeadAttention`, KerasHub blocks and backbones, most composite
+    layers), whatever attributes hold them.
+
+    `walked` is `_selectors.walk_layers(model)` as a list. Each container's
+    config is computed once, however many rules lie under it.
+    """
+    parents_of = {id(layer): parents for layer, parents in walked}
+    listed = {}  # id(container) -> {(class name, layer name)} in its config, or None
+
+    def rebuilds_from_config(container, child):
+        if id(container) not in listed:
+            try:
+                listed[id(container)] = _listed_layers(container.get_config(), set())
+            except Exception:
+                listed[id(container)] = None
+        names = listed[id(container)]
+        if names is None:
+            return False
+        return (type(child).__name__, child.name) in names or (
+            isinstance(container, _READS_CELL_SETTINGS) and child is container.cell
+        )
+
+    def survives(owner):
+        parents = parents_of.get(id(owner))
+        if parents is None:
+            return False
+        chain = list(parents) + [owner]
+        return all(rebuilds_from_config(c, child) for c, child in zip(chain[:-1], chain[1:]))
+
+    return {
+        id(variable): _weights.config_attribute(owner, name, kind) is not None
+        and survives(owner)
+        for owner, variable, name, value in planned
+    }
+
+
+def _listed_layers(config, found):
+    """Adds to `found` the `(class name, name)` of each layer config inside `config`."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if isinstance(config.get("class_name"), str) and isinstance(inner, dict):
+            found.add((config["class_name"], inner.get("name")))
+        for value in config.values():
+            _listed_layers(value, found)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            _listed_layers(value, found)
+    return found
+

@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _selectors
+from keras_regkit import _weights
 
 # Public Keras classes; subclasses inherit their layout.
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -92,8 +93,9 @@ def unit_axes(layer, variable):
             f"Received: variable={variable!r} of type {type(variable).__name__}"
         )
     rank = len(shape)
-    layer = _owner(layer, variable, {id(layer)})
-    role = _role(layer, variable)
+    # The innermost layer under `layer` (itself included) holding `variable`.
+    layer = _selectors.variable_owners(layer).get(id(variable), layer)
+    role = _weights.weight_name(layer, variable, _ROLES)
     if rank >= 3 and (
         (isinstance(layer, _DEPTHWISE) and role == "kernel")
         or (isinstance(layer, _SEPARABLE) and role == "depthwise_kernel")
@@ -130,28 +132,6 @@ def reduction_axes(axis, rank):
                 f"Received: axis={axis!r}"
             )
     return sorted(a % rank for a in axes)
-
-
-def _owner(layer, variable, seen):
-    """The innermost layer under `layer` (itself included) holding `variable`."""
-    for sub in _selectors.sub_layers(layer):
-        if id(sub) in seen:
-            continue
-        seen.add(id(sub))
-        if any(weight is variable for weight in sub.weights):
-            return _owner(sub, variable, seen)
-    return layer
-
-
-def _role(layer, variable):
-    for name in _ROLES:
-        try:
-            value = getattr(layer, name, None)
-        except Exception:  # e.g. a property of an unbuilt or quantized layer
-            value = None
-        if value is variable:
-            return name
-    return getattr(variable, "name", None)
 
 
 def _contracted_axes(equation, rank):

@@ -13,11 +13,20 @@ from keras_regkit import _selectors
 
 
 def get_variable(layer, name):
+    """`layer.<name>` if it is a variable, else `None` (also when reading it raises)."""
     try:
         value = getattr(layer, name, None)
     except Exception:  # a property that needs the layer built
         return None
     return value if isinstance(value, keras.Variable) else None
+
+
+def weight_name(owner, variable, names):
+    """The first of `names` under which `owner` holds `variable`, else `variable.name`."""
+    for name in names:
+        if get_variable(owner, name) is variable:
+            return name
+    return getattr(variable, "name", None)
 
 
 def config_attribute(owner, name, kind):

@@ -120,25 +120,23 @@ def sparsity(model, print_fn=print):
     """
     _selectors.check_model(model)
     print_fn = _validation.print_fn(print_fn)
-    layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
     owner_of = _selectors.variable_owners(model)
     rows = []
     for variable in _selectors.unique_variables(model.trainable_weights):
         if len(variable.shape) < 1:
             continue
+        owner = owner_of.get(id(variable), model)
         value = np.asarray(ops.convert_to_numpy(variable))
         zeros = int(np.count_nonzero(value == 0))
         units = zero_units = None
         if value.ndim >= 2:
-            # `unit_axes` goes down to the sub-layer that holds the variable.
-            owner = owner_of.get(id(variable), model)
             axes = tuple(_units.unit_axes(owner, variable))
             dead = np.all(value == 0, axis=axes) if axes else value == 0
             units = int(np.size(dead))
             zero_units = int(np.count_nonzero(dead))
         rows.append(
             {
-                "layer": layer_of.get(id(variable), model.name),
+                "layer": owner.name,
                 "variable": variable.path,
                 "shape": tuple(value.shape),
                 "size": int(value.size),

@@ -11,6 +11,7 @@ step, and a config that survives save/load.
 `keras_regkit.summary` (in `reports.py`) lists what these set.
 """
 
+import warnings
 
 import keras
 from keras import ops
@@ -179,14 +180,8 @@ def _apply_rules(model, rules, target, kind):
         if value is not None and key not in tried:
             _dry_run(value, variable, kind, owner, name)
             tried.add(key)
-    records, unstorable = saving.records(model, plan.values(), kind)
-    parents_of = {id(layer): parents for layer, parents in walked}
-    kept_by_config = {}
-    for owner, variable, name, value in plan.values():
-        attribute = _weights.config_attribute(owner, name, kind)
-        kept_by_config[id(variable)] = attribute is not None and saving.config_survives(
-            owner, parents_of.get(id(owner))
-        )
+    records, unstorable = _rule_store.records(model, plan.values(), kind)
+    kept_by_config = _rule_store.kept_by_config(plan.values(), walked, kind)
     # Everything is valid: mutate.
     store = _rule_store.store_of(model)
     unstored = {id(variable) for variable, _ in unstorable}
@@ -203,7 +198,7 @@ def _apply_rules(model, rules, target, kind):
     for layer in layers:
         if isinstance(layer, keras.Model):
             _rule_store.forget(layer, ruled, kind)
-    saving.warn_about_persistence(plan.values(), kept_by_config, unstorable, kind)
+    _warn_about_persistence(plan.values(), kept_by_config, unstorable, kind)
     _weights.reset_compiled_functions(model)
     return model
 
@@ -225,7 +220,7 @@ def _entries_by_layer(model, layers, selector, predicate, targets):
             if not owners and "kernels" not in targets:
                 raise ValueError(_missing_weight_message(layer, name, selector))
             entries.extend(
-                (owner, variable, _weight_name(owner, variable, names))
+                (owner, variable, _weights.weight_name(owner, variable, names))
                 for owner, variable in owners
             )
     if not entries:  # only with target="kernels"
@@ -255,14 +250,6 @@ def _entries_by_path(model, pattern):
             f"variables are: {shown}"
         )
     return entries
-
-
-def _weight_name(owner, variable, names):
-    """The attribute name under which `owner` holds `variable`."""
-    for name in names:
-        if _weights.get_variable(owner, name) is variable:
-            return name
-    return variable.name
 
 
 def _for_unit(value, owner, variable):
@@ -390,4 +377,34 @@ def _dry_run(value, variable, kind, layer, name):
         raise ValueError(
             f"{where} must return a tensor of the same shape. Received shape "
             f"{result_shape}"
+        )
+
+
+def _warn_about_persistence(planned, kept_by_config, unstorable, kind):
+    """Warns about the rules a `.keras` file cannot hold, and those only it holds."""
+    for variable, value in unstorable:
+        warnings.warn(
+            f"The {kind} {value!r} on '{variable.path}' acts in training but "
+            f"cannot be stored in a `.keras` file: its class does not serialize "
+            f"(register it with `@keras.saving.register_keras_serializable` and "
+            f"give it a `get_config`), so after loading you must apply it again.",
+            stacklevel=4,
+        )
+    needs_restore = [
+        variable.path
+        for owner, variable, name, value in planned
+        if not kept_by_config[id(variable)]
+    ]
+    if needs_restore:
+        shown = needs_restore[:5] + (["..."] if len(needs_restore) > 5 else [])
+        warnings.warn(
+            f"{len(needs_restore)} {kind} rule(s) act on weights whose layer "
+            f"config cannot carry them ({shown}): the layer is rebuilt from its "
+            f"parent's constructor arguments when the model is loaded, or has no "
+            f"`<weight>_{kind}` setting. `model.save` stores these rules in the "
+            f"`.keras` file, but plain `keras.saving.load_model` does not restore "
+            f"them: load with `keras_regkit.load_model(path)` (or call "
+            f"`keras_regkit.restore_rules(model, path)` after loading).",
+            saving.RulesNeedRestoreWarning,
+            stacklevel=4,
         )

@@ -9,9 +9,6 @@ record every rule on the model (see `_rule_store`), `model.save` writes the
 records into the `.keras` file, and `load_model`/`restore_rules` put them back.
 """
 
-import json
-import warnings
-
 import keras
 
 from keras_regkit import _rule_store
@@ -66,8 +63,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     model = keras.saving.load_model(
         filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
     )
-    if _rule_store.has_records(filepath):
-        restore_rules(model, filepath, safe_mode=safe_mode)
+    stored = _rule_store.read_records(filepath, archive_required=False)
+    if stored:
+        _restore(model, filepath, stored, safe_mode)
     return model
 
 
@@ -76,10 +74,13 @@ def restore_rules(model, filepath, *, safe_mode=True):
 
     `regularize` and `constrain` record each rule on the model, and
     `model.save` writes the records into the `.keras` file. This sets each
-    recorded regularizer or constraint again on the variable it was set on
-    (found by its position in `model.weights` and its shape, or by its path
-    when the ruled model was nested in the saved one). Rules whose layers keep
-    them in their config are set again to the same value.
+    recorded regularizer or constraint again on the variable it was set on,
+    found by its path (leading scopes may differ: the ruled model may have
+    been nested in the saved one) and shape. For rules recorded on the saved
+    model itself, the recorded position among its weights decides between
+    variables of equal path, and stands alone only when no path matches
+    (auto-generated layer names that changed on reload). Rules whose layers keep them in their config are set again to
+    the same value.
 
     Args:
         model: The `keras.Model` loaded from `filepath`.
@@ -94,10 +95,15 @@ def restore_rules(model, filepath, *, safe_mode=True):
             is not in `model` (nothing is changed then).
     """
     _selectors.check_model(model)
+    return _restore(model, filepath, _rule_store.read_records(filepath), safe_mode)
+
+
+def _restore(model, filepath, stored_records, safe_mode):
+    """`restore_rules` with the records `_rule_store.read_records` read from `filepath`."""
     owners = _selectors.variable_owners(model)
     weights = _selectors.unique_variables(model.weights)
     plan, missing = [], []
-    for holder, stored in _rule_store.read_records(filepath):
+    for holder, stored in stored_records:
         for record in stored:
             variable = _find_recorded(weights, record, top=holder == "")
             if variable is None:
@@ -112,16 +118,16 @@ def restore_rules(model, filepath, *, safe_mode=True):
     if missing:
         raise ValueError(
             f"{len(missing)} rule(s) stored in {filepath!r} name variables that "
-            f"model '{model.name}' does not have (by position and shape, or by "
-            f"path): {missing[:10]}. Was `model` loaded from this file? Nothing "
-            "was changed."
+            f"model '{model.name}' does not have (by path and shape, or by "
+            f"position and shape): {missing[:10]}. Was `model` loaded from this "
+            "file? Nothing was changed."
         )
     store = _rule_store.store_of(model)
     for owner, variable, kind, value in plan:
         _weights.attach(owner, variable, variable.name, kind, value)
     for kind in ("regularizer", "constraint"):
         planned = [(o, v, v.name, value) for o, v, k, value in plan if k == kind]
-        for record in records(model, planned, kind)[0]:
+        for record in _rule_store.records(model, planned, kind)[0]:
             store.put(record)
     _weights.reset_compiled_functions(model)
     return model
@@ -150,112 +156,3 @@ def _find_recorded(weights, record, top):
         return at_index if any(v is at_index for v in found) else None
     return at_index
 
-
-def records(model, planned, kind):
-    """Store records for `planned`, and the `(variable, value)` pairs that can't be stored."""
-    index = {id(v): i for i, v in enumerate(_selectors.unique_variables(model.weights))}
-    made, unstorable = [], []
-    for owner, variable, name, value in planned:
-        serialized = None
-        if value is not None:
-            serialized = _serialize(value)
-            if serialized is None:
-                unstorable.append((variable, value))
-                continue
-        made.append(
-            {
-                "kind": kind,
-                "index": index[id(variable)],
-                "variable": variable.path,
-                "shape": list(variable.shape),
-                "value": serialized,
-            }
-        )
-    return made, unstorable
-
-
-def _serialize(value):
-    """`value`'s JSON-ready serialization if it loads back, else `None`."""
-    try:
-        serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(value)))
-        restored = keras.saving.deserialize_keras_object(serialized)
-    except Exception:
-        return None
-    return serialized if type(restored) is type(value) else None
-
-
-def config_survives(owner, parents):
-    """Whether a `.keras` file rebuilds `owner` from its own config.
-
-    True when every layer from the model down to `owner` lists its child's
-    config in its own (functional and Sequential models, wrappers); false
-    under a layer that rebuilds its inner layers from constructor arguments
-    (`MultiHeadAttention`, KerasHub blocks and backbones, most composite layers).
-    """
-    if parents is None:
-        return False
-    chain = list(parents) + [owner]
-    for container, child in zip(chain[:-1], chain[1:]):
-        try:
-            config = container.get_config()
-        except Exception:
-            return False
-        if not (_lists_config(config, child) or _reads_settings_of(container, child)):
-            return False
-    return True
-
-
-def _reads_settings_of(container, child):
-    """Wrappers whose config carries their inner layer's settings.
-
-    An RNN layer's config holds its cell's `kernel_regularizer` etc. (read
-    from the cell), and `Bidirectional`/`TimeDistributed` list the wrapped
-    layer's config.
-    """
-    wrapped = [getattr(container, "cell", None), getattr(container, "layer", None)]
-    wrapped += [getattr(container, "forward_layer", None), getattr(container, "backward_layer", None)]
-    return any(child is each for each in wrapped)
-
-
-def _lists_config(config, layer):
-    if isinstance(config, dict):
-        inner = config.get("config")
-        if (
-            config.get("class_name") == type(layer).__name__
-            and isinstance(inner, dict)
-            and inner.get("name") == layer.name
-        ):
-            return True
-        return any(_lists_config(value, layer) for value in config.values())
-    if isinstance(config, (list, tuple)):
-        return any(_lists_config(value, layer) for value in config)
-    return False
-
-
-def warn_about_persistence(planned, kept_by_config, unstorable, kind):
-    for variable, value in unstorable:
-        warnings.warn(
-            f"The {kind} {value!r} on '{variable.path}' acts in training but "
-            f"cannot be stored in a `.keras` file: its class does not serialize "
-            f"(register it with `@keras.saving.register_keras_serializable` and "
-            f"give it a `get_config`), so after loading you must apply it again.",
-            stacklevel=4,
-        )
-    needs_restore = [
-        variable.path
-        for owner, variable, name, value in planned
-        if not kept_by_config[id(variable)]
-    ]
-    if needs_restore:
-        shown = needs_restore[:5] + (["..."] if len(needs_restore) > 5 else [])
-        warnings.warn(
-            f"{len(needs_restore)} {kind} rule(s) act on weights whose layer "
-            f"config cannot carry them ({shown}): the layer is rebuilt from its "
-            f"parent's constructor arguments when the model is loaded, or has no "
-            f"`<weight>_{kind}` setting. `model.save` stores these rules in the "
-            f"`.keras` file, but plain `keras.saving.load_model` does not restore "
-            f"them: load with `keras_regkit.load_model(path)` (or call "
-            f"`keras_regkit.restore_rules(model, path)` after loading).",
-            RulesNeedRestoreWarning,
-            stacklevel=4,
-        )

@@ -1,5 +1,6 @@
 """Checks shared by the test modules (Keras's own test helpers are not public API)."""
 
+import copy
 import json
 import os
 import pathlib
@@ -31,7 +32,11 @@ def config_round_trip(obj):
 
 
 def randomize(model, seed=0):
-    """Non-default weights (incl. BatchNorm statistics), so carrying them is tested."""
+    """Random non-default weights, so carrying or penalizing them is tested.
+
+    Weights of rank >= 2 from N(0, 0.3^2), the others (biases, BatchNorm
+    statistics: a variance stays positive) from U(0.5, 1.5).
+    """
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) if w.ndim > 1
                        else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
@@ -201,11 +206,14 @@ def snapshot(model):
 
     Layer count, the serialized config of the model and of every layer (nested
     ones included), the regularizer/constraint objects on layers and variables,
+    the rules recorded for `.keras` files on the model and on nested models,
     the weight values and the number of losses. Compare with `assert_unchanged`.
     """
+    from keras_regkit._rule_store import store_of
     from keras_regkit._selectors import iter_layers
 
     layers = [model] + list(iter_layers(model))
+    stores = [store_of(layer, create=False) for layer in layers if isinstance(layer, keras.Model)]
     configs = [
         json.dumps(keras.saving.serialize_keras_object(layer), sort_keys=True, default=repr)
         for layer in layers
@@ -224,6 +232,7 @@ def snapshot(model):
         "configs": configs,
         "attributes": attributes,
         "variables": variables,
+        "records": [copy.deepcopy(store.records) if store else {} for store in stores],
         "values": [np.array(v) for v in model.weights],
         "losses": len(model.losses),
     }
@@ -232,7 +241,7 @@ def snapshot(model):
 def assert_unchanged(model, before):
     """Asserts that `snapshot(model)` still equals `before`."""
     after = snapshot(model)
-    for key in ("layers", "configs", "attributes", "variables", "losses"):
+    for key in ("layers", "configs", "attributes", "variables", "records", "losses"):
         assert after[key] == before[key], f"{key} changed"
     assert len(after["values"]) == len(before["values"])
     for got, want in zip(after["values"], before["values"]):

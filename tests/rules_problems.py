@@ -3,19 +3,9 @@
 import keras
 import numpy as np
 
+from tests.helpers import randomize
+
 Dense = keras.layers.Dense
-
-
-def make_rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def randomize(model, seed=0):
-    """Random non-zero weights, so penalties are not those of the initializer."""
-    rng = make_rng(seed)
-    for variable in model.weights:
-        if variable.trainable:
-            variable.assign(rng.normal(size=variable.shape).astype("float32"))
 
 
 def mlp(name="net", use_bias=True):
@@ -30,6 +20,11 @@ def mlp(name="net", use_bias=True):
     )
     randomize(model)
     return model
+
+
+def kernels(model):
+    """The variables of `model` named `kernel` (inner layers' included)."""
+    return [v for v in model.weights if v.name == "kernel"]
 
 
 def l2(w, factor):

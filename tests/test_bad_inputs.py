@@ -81,12 +81,41 @@ CASES = [
         r"`num_examples`.*Received: num_examples=0", id="L2.from_textbook-m-zero",
     ),
     pytest.param(
+        lambda m: L2.from_textbook(strength=1.0, num_examples=-5), ValueError,
+        r"`num_examples`.*Received: num_examples=-5", id="L2.from_textbook-m-negative",
+    ),
+    pytest.param(
         lambda m: L2.from_textbook(strength=1.0, num_examples=2.5), TypeError,
         r"`num_examples`.*Received: num_examples=2.5", id="L2.from_textbook-m-float",
     ),
     pytest.param(
+        lambda m: L2.from_textbook(1.0, True), TypeError,
+        r"`num_examples`.*Received: num_examples=True", id="L2.from_textbook-m-bool",
+    ),
+    pytest.param(
+        lambda m: L2.from_textbook(1.0, None), TypeError,
+        r"`num_examples`.*Received: num_examples=None", id="L2.from_textbook-m-none",
+    ),
+    pytest.param(
         lambda m: ElasticNet.from_mix(alpha=1.0, l1_ratio=1.5), ValueError,
-        r"`l1_ratio`.*Received: l1_ratio=1.5", id="ElasticNet.from_mix-ratio-above-1",
+        r"`l1_ratio` must be in the interval \[0, 1\]. Received: l1_ratio=1.5",
+        id="ElasticNet.from_mix-ratio-above-1",
+    ),
+    pytest.param(
+        lambda m: ElasticNet.from_mix(alpha=0.1, l1_ratio=-0.1), ValueError,
+        r"`l1_ratio`.*Received: l1_ratio=-0.1", id="ElasticNet.from_mix-ratio-negative",
+    ),
+    pytest.param(
+        lambda m: ElasticNet.from_mix(alpha=0.1, l1_ratio=NAN), ValueError,
+        r"`l1_ratio`.*Received: l1_ratio=nan", id="ElasticNet.from_mix-ratio-nan",
+    ),
+    pytest.param(
+        lambda m: ElasticNet.from_mix(alpha=0.1, l1_ratio=False), TypeError,
+        r"`l1_ratio`.*Received: l1_ratio=False", id="ElasticNet.from_mix-ratio-bool",
+    ),
+    pytest.param(
+        lambda m: CorrectedElasticNet.from_mix(alpha=0.1, l1_ratio=None), TypeError,
+        r"`l1_ratio`.*Received: l1_ratio=None", id="CorrectedElasticNet.from_mix-ratio-none",
     ),
     pytest.param(
         lambda m: CorrectedElasticNet(correction_applied="yes"), TypeError,

@@ -18,12 +18,29 @@ from keras_regkit import L2
 from keras_regkit import MaxNorm
 from tests import helpers
 from tests.helpers import ResidualBlock
+from tests.helpers import randomize
+from tests.rules_problems import kernels as kernels_of
+from tests.rules_problems import l2
 
 
-def _randomize(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+@keras.saving.register_keras_serializable(package="keras_regkit_tests")
+class Projection(keras.layers.Layer):
+    """A composite layer that keeps its `Dense` in `self.layer`, as a Keras
+    `Wrapper` does, but rebuilds it from its own constructor arguments."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.layer = keras.layers.Dense(units, name="dense")
+
+    def build(self, input_shape):
+        self.layer.build(input_shape)
+
+    def call(self, x):
+        return self.layer(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 def _attention_model():
@@ -34,16 +51,8 @@ def _attention_model():
     x = keras.layers.MultiHeadAttention(2, 2, name="attention")(x, x)
     outputs = keras.layers.Dense(1, name="head")(x)
     model = keras.Model(inputs, outputs, name="net")
-    _randomize(model)
+    randomize(model)
     return model
-
-
-def _kernels(model):
-    return [v for v in model.weights if v.name == "kernel"]
-
-
-def _l2(variables, factor):
-    return sum(factor * float(np.sum(np.square(np.asarray(v)))) for v in variables)
 
 
 def _quiet(function, *args, **kwargs):
@@ -59,12 +68,13 @@ def test_class_selector_reaches_attention_projections_and_block_layers():
     model = _attention_model()
     _quiet(keras_regkit.regularize, model, {
         (keras.layers.Dense, keras.layers.EinsumDense): L2(0.01)})
-    kernels = _kernels(model)
+    kernels = kernels_of(model)
     # embed, block/inner, block/outer, query, key, value, attention_output, head
     assert len(kernels) == 8
     assert all(isinstance(v.regularizer, L2) for v in kernels)
     assert len(model.losses) == 8  # each penalty once
-    np.testing.assert_allclose(float(sum(model.losses)), _l2(kernels, 0.01), rtol=1e-5)
+    expected = sum(l2(v, 0.01) for v in kernels)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
 
 
 def test_selecting_a_composite_layer_rules_every_weight_inside_it():
@@ -135,7 +145,8 @@ def test_summary_lists_the_inner_variables():
         ("attention_output", "attention/attention_output/kernel"),
     ]
     inner = [v for v in model.weights if v.path.startswith("attention/") and v.name == "kernel"]
-    np.testing.assert_allclose(sum(r["penalty"] for r in rows), _l2(inner, 0.01), rtol=1e-5)
+    expected = sum(l2(v, 0.01) for v in inner)
+    np.testing.assert_allclose(sum(r["penalty"] for r in rows), expected, rtol=1e-5)
 
 
 # --- the unit follows the layer ------------------------------------------------
@@ -192,6 +203,21 @@ def test_rules_inside_rebuilt_layers_warn_at_regularize_time():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         keras_regkit.regularize(model, {"head": L2(0.01), "embed": L2(0.01)})
+
+
+def test_a_composite_layer_is_judged_by_type_not_by_its_attribute_names(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Projection(3, name="projection")(inputs))
+    randomize(model)
+    with pytest.warns(keras_regkit.RulesNeedRestoreWarning, match=r"projection/dense/kernel"):
+        keras_regkit.regularize(model, {"projection": L2(0.1)})
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert keras.saving.load_model(path).losses == []  # the rebuilt Dense lost it
+    loaded = keras_regkit.load_model(path)
+    kernel = loaded.get_layer("projection").layer.kernel
+    np.testing.assert_allclose([float(loss) for loss in loaded.losses], [l2(kernel, 0.1)],
+                               rtol=1e-5)
 
 
 def test_a_regularizer_that_cannot_be_stored_warns():
@@ -259,6 +285,24 @@ def test_restore_rules_refuses_a_model_that_does_not_match(tmp_path):
     assert other.get_layer("d").kernel.regularizer is None
     with pytest.raises(ValueError, match="must be a `.keras` file"):
         keras_regkit.restore_rules(model, tmp_path)
+
+
+def test_load_model_gives_what_keras_gives_for_files_without_stored_rules(tmp_path):
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    plain.save(tmp_path / "plain.keras")  # an archive without stored rules
+    assert keras_regkit.load_model(tmp_path / "plain.keras").losses == []
+    ruled = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    randomize(ruled)
+    keras_regkit.regularize(ruled, {"d": L2(0.1)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "legacy" HDF5
+        ruled.save(tmp_path / "ruled.h5")  # not an archive: the layer config keeps the rule
+    loaded = keras_regkit.load_model(tmp_path / "ruled.h5")
+    kernel = loaded.get_layer("d").kernel
+    np.testing.assert_allclose([float(loss) for loss in loaded.losses], [l2(kernel, 0.1)],
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="must be a `.keras` file"):
+        keras_regkit.restore_rules(loaded, tmp_path / "ruled.h5")
 
 
 def test_plain_keras_still_loads_a_file_with_stored_rules(tmp_path):

@@ -15,6 +15,8 @@ import pytest
 import keras_regkit
 from keras_regkit import L2
 from tests import helpers
+from tests.rules_problems import kernels as kernels_of
+from tests.rules_problems import l2
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -49,23 +51,16 @@ def _bert_inputs(batch=4, seed=0):
     }
 
 
-def _kernels(model):
-    return [v for v in model.weights if v.name == "kernel"]
-
-
-def _penalty(variables, factor):
-    return sum(factor * float(np.sum(np.square(np.asarray(v)))) for v in variables)
-
-
 def test_bert_every_kernel_is_regularized_by_class_and_by_kernels_target():
     model = _bert_classifier()
-    kernels = _kernels(model)
+    kernels = kernels_of(model)
     assert len(kernels) == 14  # 2 blocks x (q, k, v, output, 2 feed-forward) + pooled + head
     keras_regkit.regularize(
         model, {(keras.layers.Dense, keras.layers.EinsumDense): L2(1e-2)})
     assert [v.path for v in kernels if isinstance(v.regularizer, L2)] == [v.path for v in kernels]
     assert len(model.losses) == 14
-    np.testing.assert_allclose(float(sum(model.losses)), _penalty(kernels, 1e-2), rtol=1e-5)
+    expected = sum(l2(v, 1e-2) for v in kernels)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
 
     other = _bert_classifier()
     keras_regkit.regularize(other, {"*": L2(1e-2)}, target="kernels")
@@ -110,7 +105,7 @@ def test_bert_rules_survive_a_fresh_process_reload(tmp_path):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["plain"] == 1  # only `head`: the backbone rebuilds its layers
     assert result["losses"] == 14
-    assert sorted(result["ruled"]) == sorted(v.path for v in _kernels(model))
+    assert sorted(result["ruled"]) == sorted(v.path for v in kernels_of(model))
     np.testing.assert_allclose(result["total"], expected, rtol=1e-5)
 
 
@@ -127,7 +122,7 @@ def test_bert_fit_step_has_the_penalties_in_the_loss_with_decoupled_decay():
     logits = np.asarray(model(x, training=True), "float64")
     log_softmax = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
     data_loss = -np.mean(log_softmax[np.arange(4), y])
-    penalty = _penalty(_kernels(model), 1e-2)
+    penalty = sum(l2(v, 1e-2) for v in kernels_of(model))
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     np.testing.assert_allclose(history.history["loss"][0], data_loss + penalty, rtol=1e-4)
     assert all(np.all(np.isfinite(np.asarray(v))) for v in model.weights)
@@ -136,11 +131,11 @@ def test_bert_fit_step_has_the_penalties_in_the_loss_with_decoupled_decay():
 def test_vit_every_kernel_is_regularized_and_survives_reload(tmp_path):
     model = _vit()
     keras_regkit.regularize(model, {"*": L2(1e-2)}, target="kernels")
-    kernels = _kernels(model)
+    kernels = kernels_of(model)
     assert len(kernels) == 13  # patch convolution + 2 blocks x (q, k, v, output, 2 mlp)
     assert all(isinstance(v.regularizer, L2) for v in kernels)
     expected = float(sum(model.losses))
-    np.testing.assert_allclose(expected, _penalty(kernels, 1e-2), rtol=1e-5)
+    np.testing.assert_allclose(expected, sum(l2(v, 1e-2) for v in kernels), rtol=1e-5)
     path = tmp_path / "vit.keras"
     model.save(path)
     out = helpers.run_python(f"""

@@ -1,7 +1,5 @@
 """Tests for ElasticNet/CorrectedElasticNet: the scikit-learn mix and the Zou-Hastie correction."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
@@ -211,21 +209,6 @@ def test_apply_correction_bad_input():
 
 
 # --- bad input ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        ({"alpha": 0.1, "l1_ratio": 1.5}, ValueError, r"\[0, 1\]. Received: l1_ratio=1.5"),
-        ({"alpha": 0.1, "l1_ratio": -0.1}, ValueError, "Received: l1_ratio=-0.1"),
-        ({"alpha": 0.1, "l1_ratio": math.nan}, ValueError, "Received: l1_ratio=nan"),
-        ({"alpha": 0.1, "l1_ratio": False}, TypeError, "Received: l1_ratio=False"),
-        ({"alpha": 0.1, "l1_ratio": None}, TypeError, "Received: l1_ratio=None"),
-    ],
-)
-def test_invalid_l1_ratio(kwargs, error, message):
-    with pytest.raises(error, match=message):
-        CorrectedElasticNet.from_mix(**kwargs)
 
 
 @pytest.mark.parametrize("value", [1, "yes", None, np.bool_(True)])

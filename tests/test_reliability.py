@@ -32,7 +32,6 @@ from keras_regkit import (
     MaxNorm,
 )
 from tests import helpers
-from tests.reliability_problems import rng as _rng
 from tests.reliability_problems import seeded as _seeded
 
 Dense = keras.layers.Dense
@@ -69,8 +68,8 @@ def _zoo_model():
         ),
         loss="mse",
     )
-    x = _rng(10).normal(size=(8, 6, 6, 2)).astype("float32")
-    y = _rng(11).normal(size=(8, 2)).astype("float32")
+    x = np.random.default_rng(10).normal(size=(8, 6, 6, 2)).astype("float32")
+    y = np.random.default_rng(11).normal(size=(8, 2)).astype("float32")
     return model, x, y
 
 
@@ -102,8 +101,8 @@ def _ruled_model():
         ),
         loss="mse",
     )
-    x = _rng(12).normal(size=(8, 5)).astype("float32")
-    y = _rng(13).normal(size=(8, 3)).astype("float32")
+    x = np.random.default_rng(12).normal(size=(8, 5)).astype("float32")
+    y = np.random.default_rng(13).normal(size=(8, 3)).astype("float32")
     return model, x, y
 
 
@@ -124,8 +123,8 @@ def _dropout_model():
         ),
         loss="mse",
     )
-    x = _rng(14).normal(size=(8, 7)).astype("float32")
-    y = _rng(15).normal(size=(8, 2)).astype("float32")
+    x = np.random.default_rng(14).normal(size=(8, 7)).astype("float32")
+    y = np.random.default_rng(15).normal(size=(8, 2)).astype("float32")
     return model, x, y
 
 
@@ -207,8 +206,8 @@ def _sequential_patterns_model():
         ),
         loss="mse",
     )
-    x = _rng(16).normal(size=(8, 5)).astype("float32")
-    y = _rng(17).normal(size=(8, 2)).astype("float32")
+    x = np.random.default_rng(16).normal(size=(8, 5)).astype("float32")
+    y = np.random.default_rng(17).normal(size=(8, 2)).astype("float32")
     return model, x, y
 
 

@@ -20,7 +20,6 @@ from keras_regkit import (
     MaxNorm,
 )
 from tests import helpers
-from tests.reliability_problems import rng as _rng
 from tests.reliability_problems import seeded as _seeded
 
 Dense = keras.layers.Dense
@@ -33,7 +32,7 @@ SCALEOUT_EPOCHS, SCALEOUT_BATCH = 2, 16  # 64 examples: 8 steps of global batch 
 
 
 def _scaleout_data():
-    rng = _rng(21)
+    rng = np.random.default_rng(21)
     x = rng.normal(size=(64, 8)).astype("float32")
     y = rng.normal(size=(64, 4)).astype("float32")
     return x, y

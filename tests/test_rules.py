@@ -1,5 +1,6 @@
 """Tests for keras_regkit.regularize and constrain: model and selector kinds, compiled models, targets."""
 
+import warnings
 import zipfile
 
 import keras
@@ -9,12 +10,11 @@ import pytest
 import keras_regkit
 from keras_regkit import L1, L2, MaxNorm
 from tests.helpers import load_in_fresh_process
+from tests.helpers import randomize
 from tests.rules_problems import l1 as _l1
 from tests.rules_problems import l2 as _l2
-from tests.rules_problems import make_rng as _rng
 from tests.rules_problems import mlp as _mlp
 from tests.rules_problems import nested_model as _nested_model
-from tests.rules_problems import randomize as _randomize
 
 Dense = keras.layers.Dense
 Conv2D = keras.layers.Conv2D
@@ -49,7 +49,7 @@ def test_functional_class_and_tuple_selectors_with_later_rule_winning():
     x = Dense(4, name="fc")(x)
     outputs = Dense(2, name="logits")(x)
     model = keras.Model(inputs, outputs, name="func")
-    _randomize(model)
+    randomize(model)
     rules = [((Conv2D, Dense), L2(0.01)), (Dense, L1(0.2)), ("logits", None)]
     keras_regkit.regularize(model, rules)
     conv, fc, logits = (model.get_layer(n) for n in ("conv", "fc", "logits"))
@@ -90,7 +90,7 @@ def test_subclassed_model():
 
     model = Net()
     model(np.zeros((1, 3), "float32"))
-    _randomize(model)
+    randomize(model)
     keras_regkit.regularize(model, {"hidden": L2(0.1)})
     np.testing.assert_allclose(_losses(model), [_l2(model.hidden.kernel, 0.1)], rtol=1e-5)
     assert model.hidden.get_config()["kernel_regularizer"] is not None
@@ -132,8 +132,8 @@ def test_constrain_is_applied_by_fit_after_a_first_fit():
         model.compile(optimizer=keras.optimizers.SGD(5.0), loss="mse")
         return model
 
-    x = _rng(1).normal(size=(16, 4)).astype("float32")
-    y = 10 * _rng(2).normal(size=(16, 2)).astype("float32")
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype("float32")
+    y = 10 * np.random.default_rng(2).normal(size=(16, 2)).astype("float32")
     constrained, free = build(), build()
     free.set_weights(constrained.get_weights())
     for model in (constrained, free):
@@ -181,11 +181,13 @@ def test_wrapped_and_other_weight_targets_map_to_layer_configs(tmp_path):
     x = keras.layers.TimeDistributed(Dense(3), name="td")(x)
     outputs = keras.layers.Bidirectional(keras.layers.GRU(2), name="bi")(x)
     model = keras.Model(tokens, outputs, name="seq")
-    _randomize(model)
-    keras_regkit.regularize(model, {"embed": L2(0.1)}, target="embeddings")
-    keras_regkit.regularize(model, {"lstm": L2(0.2)}, target="recurrent_kernel")
-    keras_regkit.regularize(model, {"bi": L1(0.3)})  # both directions' kernels
-    keras_regkit.regularize(model, {"td": L2(0.4)})  # the wrapped Dense
+    randomize(model)
+    with warnings.catch_warnings():  # the configs keep every rule: no warning
+        warnings.simplefilter("error", keras_regkit.RulesNeedRestoreWarning)
+        keras_regkit.regularize(model, {"embed": L2(0.1)}, target="embeddings")
+        keras_regkit.regularize(model, {"lstm": L2(0.2)}, target="recurrent_kernel")
+        keras_regkit.regularize(model, {"bi": L1(0.3)})  # both directions' kernels
+        keras_regkit.regularize(model, {"td": L2(0.4)})  # the wrapped Dense
     lstm, bi, td = (model.get_layer(n) for n in ("lstm", "bi", "td"))
     assert td.get_config()["layer"]["config"]["kernel_regularizer"]["config"] == {"l2": 0.4}
     assert model.get_layer("embed").get_config()["embeddings_regularizer"] is not None
@@ -279,7 +281,7 @@ def test_resnet50_every_conv_and_dense_kernel_and_fresh_process_load(tmp_path):
         config = archive.read("config.json").decode()
     assert config.count('"registered_name": "keras_regkit>L2"') == len(kernels)
 
-    x = _rng(4).normal(size=(2, 64, 64, 3)).astype("float32")
+    x = np.random.default_rng(4).normal(size=(2, 64, 64, 3)).astype("float32")
     loaded = load_in_fresh_process(path, x)
     np.testing.assert_allclose(loaded["losses"], _losses(model), rtol=1e-6)
     np.testing.assert_allclose(

@@ -8,7 +8,6 @@ import keras_regkit
 from keras_regkit import L1, L2, MaxNorm
 from tests.rules_problems import l1 as _l1
 from tests.rules_problems import l2 as _l2
-from tests.rules_problems import make_rng as _rng
 from tests.rules_problems import mlp as _mlp
 
 Dense = keras.layers.Dense
@@ -60,7 +59,7 @@ def test_sparsity_counts_match_numpy():
     x = keras.layers.Flatten()(x)
     outputs = Dense(3, name="fc")(x)
     model = keras.Model(inputs, outputs, name="sparse")
-    rng = _rng(3)
+    rng = np.random.default_rng(3)
     arrays = {}
     for variable in model.trainable_weights:
         w = rng.normal(size=variable.shape) * (rng.random(variable.shape) < 0.6)
@@ -126,7 +125,7 @@ def test_sparsity_counts_units_of_each_layer_kind_like_numpy():
         "einsum/kernel": ((0,), (1, 2)),  # "cde": c is contracted, (d, e) is a unit
         "fc/kernel": ((0,), (2,)),
     }
-    rng = _rng(5)
+    rng = np.random.default_rng(5)
     arrays = {}
     for variable in model.trainable_weights:
         w = rng.normal(size=variable.shape) * (rng.random(variable.shape) < 0.6)
