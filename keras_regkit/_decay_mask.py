@@ -6,8 +6,9 @@ warnings about a selection that is probably not what the user meant: patterns
 that match nothing, nothing selected, and variables regularized twice.
 """
 
-import fnmatch
 import warnings
+
+from keras_regkit import _selectors
 
 
 def variable_path(variable):
@@ -17,40 +18,8 @@ def variable_path(variable):
 
 
 def _matches(path, patterns):
-    """Does a pattern match `path`, ignoring leading scopes on either side?
-
-    Keras names a variable `model/layer/kernel` while a Sequential model is
-    live but `layer/kernel` after `load_model`, so both forms must select the
-    same variables before and after a save. A pattern therefore matches the
-    path or any trailing part of it after a `/` (`"dense_2/*"` matches
-    `"sequential/dense_2/kernel"`), and a pattern's leading literal scopes may
-    be dropped (`"seqnet/d1/*"` matches `"d1/kernel"`) as long as what remains
-    still has a layer and a variable part, one of them literal (never a bare
-    `"*"` or `"kernel"`). `fnmatch`'s `*` also
-    matches `/`.
-    """
-    parts = path.split("/")
-    tails = ["/".join(parts[i:]) for i in range(len(parts))]
-    return any(
-        fnmatch.fnmatchcase(tail, form)
-        for pattern in patterns
-        for form in _pattern_forms(pattern)
-        for tail in tails
-    )
-
-
-def _pattern_forms(pattern):
-    """`pattern` and its forms without leading literal scopes (see `_matches`)."""
-    forms = [pattern]
-    parts = pattern.split("/")
-    for i in range(1, len(parts) - 1):  # keep at least `layer/variable`
-        if any(ch in parts[i - 1] for ch in "*?["):
-            break  # only literal scopes (model names) are dropped
-        rest = parts[i:]
-        if not any(not any(ch in part for ch in "*?[") for part in rest):
-            break  # keep a literal name in what remains
-        forms.append("/".join(rest))
-    return forms
+    """Whether one of the glob `patterns` matches `path` (`_selectors.path_matches`)."""
+    return any(_selectors.path_matches(path, pattern) for pattern in patterns)
 
 
 # The last part of `variable.path` for normalization parameters: `gamma`/`beta`

@@ -50,3 +50,22 @@ def update_variables(optimizer, updates, scalars):
 
     strategy = _private_api.distribution_strategy(optimizer)
     _private_api.maybe_merge_call(merged, strategy, scalars)
+
+
+def unscaled_replica_loss(loss):
+    """`loss` times the replicas in sync of the current `tf.distribute` strategy.
+
+    Under a strategy, Keras's `compute_loss` scales each replica's loss by
+    `1 / num_replicas_in_sync` (so that the summed gradients are those of the
+    global batch) and feeds its `loss` metric the unscaled value; this undoes
+    the scaling the same way. Without a strategy, or on another backend,
+    `loss` is returned as it is.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+        return loss
+    return ops.multiply(loss, ops.cast(replicas, loss.dtype))

@@ -129,6 +129,23 @@ def levels(model):
     return levels
 
 
+# A layer that `rebuild_model` puts into the copy: `layer_class(rate, name=name,
+# **kwargs)`, with a name made unique from `name` (default: the name of the
+# layer it follows or feeds, plus `_dropout`).
+Insertion = collections.namedtuple(
+    "Insertion", ["layer_class", "rate", "kwargs", "name"], defaults=(None,))
+
+
+def is_dropout(layer):
+    """Whether `layer` is one of Keras's dropout layers (`DROPOUT_LAYERS`)."""
+    return isinstance(layer, DROPOUT_LAYERS)
+
+
+def remove_nothing(layer):
+    """`False`: the `remove` predicate of a rebuild that takes nothing out."""
+    return False
+
+
 # A layer inside a composite (non-graph) layer of the graph, which a rebuild
 # cannot reach: `owner` is the graph's layer that holds it, `path` is
 # `owner_path/.../name` along the attributes that hold it.
@@ -170,19 +187,14 @@ def _owned_layers(layer, path, seen):
 
 
 def rebuild_model(levels, insertions, remove, *, before=None):
-    """Copies the model of `levels` with `insertions`, or dropout `remove`d.
+    """Copies the model of `levels` with `insertions`, and the `remove`d layers out.
 
-    `insertions` maps `id(layer)` to a spec (`layer_class`, `rate`, `kwargs`,
-    optionally `name`) of a layer put after each call of that layer. `before`
-    maps `id(layer)` to `{position: spec}`: a layer put on the `position`-th
-    tensor input of each call (a residual merge's branch). `remove` is a bool
-    (take the dropout layers out) or a callable `layer -> bool` picking the
-    one-input layers to take out.
+    `insertions` maps `id(layer)` to an `Insertion`: a layer put after each
+    call of that layer. `before` maps `id(layer)` to `{position: Insertion}`:
+    a layer put on the `position`-th tensor input of each call (a residual
+    merge's branch). `remove` is a predicate `layer -> bool` picking the
+    one-input layers to take out (`is_dropout`, `remove_nothing`).
     """
-    if callable(remove):
-        removed = remove
-    else:
-        removed = lambda layer: bool(remove) and isinstance(layer, DROPOUT_LAYERS)  # noqa: E731
     before = before or {}
     model = levels[0].model
     used = {layer.name for level in levels for layer in level.model.layers}
@@ -190,7 +202,7 @@ def rebuild_model(levels, insertions, remove, *, before=None):
     copies, originals = {}, {}  # id(original) -> copy, id(copy) -> original
 
     def new_dropout(layer, spec):
-        base, suffix = getattr(spec, "name", None) or f"{layer.name}_dropout", 0
+        base, suffix = spec.name or f"{layer.name}_dropout", 0
         name = base
         while name in used:
             suffix += 1
@@ -219,7 +231,7 @@ def rebuild_model(levels, insertions, remove, *, before=None):
 
     def call(new_layer, *args, **kwargs):
         layer = originals[id(new_layer)]
-        if removed(layer):
+        if remove(layer):
             return args[0] if args else kwargs["inputs"]
         if id(layer) in before:
             args, kwargs = _insert_before(
@@ -238,7 +250,7 @@ def rebuild_model(levels, insertions, remove, *, before=None):
                 sub, clone_function=copy, call_function=call)
         stack = []
         for layer in sub.layers:
-            if removed(layer):
+            if remove(layer):
                 continue
             stack.append(copy(layer))
             if id(layer) in insertions:
@@ -257,7 +269,7 @@ def rebuild_model(levels, insertions, remove, *, before=None):
     for level in levels:  # outermost first: a model's flag resets its layers'
         copies[id(level.model)].trainable = level.model.trainable
         for layer in level.layers:
-            if removed(layer):
+            if remove(layer):
                 continue
             new = copies[id(layer)]
             if not is_graph_model(layer):

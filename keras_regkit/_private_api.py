@@ -1,10 +1,23 @@
 """Every private Keras or TensorFlow API the package relies on.
 
-Each is read in exactly one small function below, because no public API gives
-the same thing; everything else in the package uses public APIs only.
-Checked against Keras 3.15.1 and TensorFlow 2.21.0.
-`tests/test_private_api.py` fails with a message naming the function if one
-of them disappears or changes behaviour in a later release.
+Each private attribute or function is read in exactly one small function
+below, because no public API gives the same thing. Two more places rely on
+how Keras works inside without reading a private API here:
+
+- `_selectors.sub_layers` finds the layers a composite layer owns in
+  `vars(layer)` (Keras's `Layer.__setattr__` keeps attributes in the instance
+  `__dict__`), skipping the attributes that refer to other layers without
+  owning them, by their private names `_inbound_nodes`, `_outbound_nodes`
+  and `_parent_path`;
+- `_rule_store` reaches the `.keras` file only because Keras's saving
+  (`saving_lib._save_state`) walks `dir(model)` and calls `save_assets` on
+  every `KerasSaveable` it finds, also on the untracked attribute holding
+  the `RuleStore`.
+
+Everything else in the package uses public APIs only. Checked against Keras
+3.15.1 and TensorFlow 2.21.0. `tests/test_private_api.py` fails with a
+message naming the function (or the reliance above) if one of them
+disappears or changes behaviour in a later release.
 """
 
 import keras
@@ -40,6 +53,19 @@ def built_variables(optimizer):
     when called without variables.
     """
     return optimizer._trainable_variables
+
+
+def variable_index(optimizer, variable):
+    """The position of `variable` among the variables `optimizer` was built with.
+
+    Private: `Optimizer._get_variable_index`, how Keras's own optimizers find
+    a variable's slots; it raises `KeyError` for an unknown variable. Its key
+    (`_var_key`) is `id(variable)`, except on TensorFlow: there it is the
+    `tf.Variable` under a `keras.Variable`, or the distributed variable a
+    replica's component belongs to, so a mirrored variable is found from any
+    replica whichever form `apply` is given.
+    """
+    return optimizer._get_variable_index(variable)
 
 
 def check_variables_are_known(optimizer, variables):

@@ -135,17 +135,17 @@ def analyze(level, key, depth, ancestors, calls):
     return merge(branch_at=branch_at, fork=fork)
 
 
-def stochastic_depth_rate(layer):
-    """The rate of a stochastic-depth layer (per-sample branch dropout), or `None`."""
-    if isinstance(layer, DropPath):
-        return layer.rate
-    if type(layer).__name__ == "StochasticDepth":  # keras.applications.convnext's
-        return getattr(layer, "drop_path_rate", None)
+def is_stochastic_depth(layer):
+    """Whether `layer` drops its whole input per sample (a stochastic-depth layer).
+
+    `DropPath`, `keras.applications.convnext`'s `StochasticDepth`, or a
+    `Dropout` whose `noise_shape` is 1 on every axis but the batch axis.
+    """
+    if isinstance(layer, DropPath) or type(layer).__name__ == "StochasticDepth":
+        return True
     shape = getattr(layer, "noise_shape", None)
-    if (isinstance(layer, keras.layers.Dropout) and shape is not None and len(shape) > 1
-            and all(size == 1 for size in tuple(shape)[1:])):
-        return layer.rate
-    return None
+    return (isinstance(layer, keras.layers.Dropout) and shape is not None and len(shape) > 1
+            and all(size == 1 for size in tuple(shape)[1:]))
 
 
 def branch(m):

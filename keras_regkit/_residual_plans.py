@@ -5,8 +5,6 @@ Each planner validates its arguments, reads the residual merges from
 insertions for `_graph.rebuild_model`; nothing is changed here.
 """
 
-import collections
-
 import keras
 
 from keras_regkit import _graph
@@ -18,9 +16,6 @@ from keras_regkit.layers import DropBlock2D
 from keras_regkit.layers import DropPath
 
 SCHEDULES = ("linear", "uniform")
-
-# A layer to insert: its class, rate, constructor kwargs and name.
-Spec = collections.namedtuple("Spec", ["layer_class", "rate", "kwargs", "name"])
 
 
 def model_levels(model, caller):
@@ -71,23 +66,22 @@ def droppath(model, max_rate, schedule, seed):
         raise _no_residual_error("insert_droppath", model, merges)
     rows, before, replaced, number = [], {}, set(), 0
     for m in merges:
-        row = {"block": None, "merge": _path(m.level, m.key),
-               "merge_class": type(m.op).__name__, "branch": None, "shortcut": None,
-               "rate": None, "replaces": None, "skipped": bool(m.skip),
-               "reason": m.skip}
+        row = {"block": None, "merge": _path(m.level, m.key), "branch": None,
+               "shortcut": None, "rate": None, "replaces": None,
+               "skipped": bool(m.skip), "reason": m.skip}
         rows.append(row)
         if m.skip:
             continue
         number += 1
         rate = max_rate * number / len(blocks) if schedule == "linear" else max_rate
         producer = m.level.nodes[m.branch][0]
-        old = _residual.stochastic_depth_rate(producer)
-        if old is not None and m.level.consumers.get(id(producer)) == [m.op]:
+        if (_residual.is_stochastic_depth(producer)
+                and m.level.consumers.get(id(producer)) == [m.op]):
             replaced.add(id(producer))
             row["replaces"] = m.level.path(producer)
         row.update(block=number, branch=m.level.path(producer),
                    shortcut="projection" if m.projection else "identity", rate=rate)
-        before[id(m.op)] = {m.branch_at: Spec(
+        before[id(m.op)] = {m.branch_at: _graph.Insertion(
             DropPath, rate, {"seed": None if seed is None else seed + number,
                              **_dtype_of(m, producer)},
             f"{m.op.name}_droppath")}
@@ -134,10 +128,11 @@ def dropblock(model, rate, block_size, stages, shortcut, seed):
     def spec(name, data_format, dtype=None):
         nonlocal count
         count += 1
-        return Spec(DropBlock2D, rate,
-                     {"block_size": block_size, "data_format": data_format,
-                      "seed": None if seed is None else seed + count, **(dtype or {})},
-                     name)
+        return _graph.Insertion(
+            DropBlock2D, rate,
+            {"block_size": block_size, "data_format": data_format,
+             "seed": None if seed is None else seed + count, **(dtype or {})},
+            name)
 
     for (number, m, data_format, _), stage in zip(found, stage_of):
         if stage < first:

@@ -8,6 +8,7 @@ arguments given to the wrapper are set on that one. Each value is checked here
 clip at a time, EMA settings, accumulation >= 2) Keras itself checks.
 """
 
+import inspect
 import numbers
 
 import keras
@@ -139,10 +140,12 @@ def check_forwarded(kwargs, stepping):
     """Checks base-optimizer arguments given to the wrapper; returns them.
 
     They are meant for `stepping`, the optimizer taking the steps; the caller
-    sets them once everything has been checked. Their values are Keras's to
-    check: a throwaway `keras.optimizers.Optimizer` is built with them and
-    `stepping`'s other settings, so exactly what the wrapped optimizer's own
-    constructor accepts is accepted, with Keras's error otherwise.
+    sets them once everything has been checked. Each value is checked here
+    (`_VALUE_CHECKS`: type and range), then refused if `stepping` already has
+    another non-default value for it or is built. How the values combine
+    with `stepping`'s other settings (one clip at a time, EMA settings) is
+    Keras's to check: one throwaway `keras.optimizers.Optimizer` is built with
+    all of them, so Keras's own error comes out.
     """
     unknown = sorted(set(kwargs) - set(FORWARDED))
     if unknown:
@@ -157,10 +160,11 @@ def check_forwarded(kwargs, stepping):
         key: value if value is None and key != "use_ema" else _VALUE_CHECKS[key](value, key)
         for key, value in kwargs.items()
     }
-    defaults = _keras_checked({})
+    defaults = _keras_defaults()
+    settings = {key: getattr(stepping, key, defaults[key]) for key in FORWARDED}
     for key, value in kwargs.items():
-        current = getattr(stepping, key, getattr(defaults, key))
-        if current != getattr(defaults, key) and current != value:
+        current = settings[key]
+        if current != defaults[key] and current != value:
             raise ValueError(
                 f"`{key}` is already {current!r} on the wrapped optimizer; set it "
                 f"in one place only. Received: {key}={value!r}"
@@ -171,13 +175,18 @@ def check_forwarded(kwargs, stepping):
             f"is not built yet. Received: {', '.join(sorted(kwargs))} for a built "
             f"`{type(stepping).__name__}`"
         )
-    settings = {key: getattr(stepping, key, getattr(defaults, key)) for key in FORWARDED}
-    _keras_checked({**settings, **kwargs})
+    keras.optimizers.Optimizer(
+        learning_rate=0.0, name="forwarded_arguments_check", **{**settings, **kwargs}
+    )
     return dict(kwargs)
 
 
-def _keras_checked(arguments):
-    """A throwaway Keras base optimizer built with `arguments`: Keras checks them."""
-    return keras.optimizers.Optimizer(
-        learning_rate=0.0, name="forwarded_arguments_check", **arguments
-    )
+def _keras_defaults():
+    """`{argument: Keras's default}` for `FORWARDED`, from a Keras optimizer's signature.
+
+    Every built-in Keras optimizer repeats the base-optimizer arguments with
+    their defaults in its signature (`keras.optimizers.Optimizer` itself
+    takes `**kwargs`); `SGD`'s is read.
+    """
+    parameters = inspect.signature(keras.optimizers.SGD).parameters
+    return {key: parameters[key].default for key in FORWARDED}

@@ -64,8 +64,6 @@ POOLING = (
 _SPATIAL = {3: keras.layers.SpatialDropout1D, 4: keras.layers.SpatialDropout2D,
             5: keras.layers.SpatialDropout3D}
 
-_Insertion = collections.namedtuple("_Insertion", ["layer_class", "rate", "kwargs"])
-
 
 def insert_dropout(model, rate=0.5, *, after=None, policy=None, spatial=False,
                    skip_output=True):
@@ -148,7 +146,7 @@ def insert_dropout(model, rate=0.5, *, after=None, policy=None, spatial=False,
             "selected layer was skipped (" + "; ".join(
                 f"{row['layer']}: {row['reason']}" for row in rows) + ").",
             UserWarning, stacklevel=2)
-    return _graph.rebuild_model(levels, insertions=insertions, remove=False)
+    return _graph.rebuild_model(levels, insertions=insertions, remove=_graph.remove_nothing)
 
 
 def dropout_plan(model, rate=0.5, *, after=None, policy=None, spatial=False,
@@ -220,7 +218,7 @@ def remove_dropout(model):
     if not found:
         warnings.warn(f"remove_dropout: '{model.name}' has no dropout layer; "
                       "returning an unchanged copy.", UserWarning, stacklevel=2)
-    return _graph.rebuild_model(levels, insertions={}, remove=True)
+    return _graph.rebuild_model(levels, insertions={}, remove=_graph.is_dropout)
 
 
 # ---------------------------------------------------------------- planning
@@ -258,7 +256,7 @@ def _rules(rate, after, policy):
 
 
 def _dropout_for(layer, tensors, spatial):
-    """The `_Insertion` layer class and kwargs for dropout after `layer`."""
+    """The `_graph.Insertion` layer class and kwargs for dropout after `layer`."""
     ranks = {len(t.shape) for t in tensors}
     if not (spatial and len(ranks) == 1 and min(ranks) in _SPATIAL):
         return keras.layers.Dropout, {}
@@ -337,7 +335,7 @@ def _plan(model, rate, after, policy, spatial, skip_output):
                "skipped": bool(reason), "reason": reason}
         if not reason:
             layer_class, kwargs = _dropout_for(layer, tensors, spatial)
-            insertions[id(layer)] = _Insertion(layer_class, value, kwargs)
+            insertions[id(layer)] = _graph.Insertion(layer_class, value, kwargs)
             row.update(dropout=layer_class.__name__, rate=value)
             plain = layer_class is keras.layers.Dropout and not kwargs
             if plain and isinstance(layer, CONVOLUTIONS):

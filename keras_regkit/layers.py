@@ -272,8 +272,7 @@ class DropBlockSchedule(keras.callbacks.Callback):
     """
 
     def __init__(self, epochs=None):
-        if epochs is not None:
-            epochs = _validation.positive_int(epochs, "epochs")
+        epochs = _validation.optional_positive_int(epochs, "epochs")
         super().__init__()
         self.epochs = epochs
         self._layers = []

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_regkit import _distribute
 from keras_regkit import _private_api
 from keras_regkit import _selectors
 from keras_regkit import _units
@@ -22,19 +23,6 @@ from keras_regkit import _validation
 from keras_regkit.constraints import MaxNorm
 
 _TRACKERS = "_keras_regkit_penalty_trackers"
-_COLUMNS = (
-    "epoch", "variable", "layer", "penalty", "norm", "zero_fraction",
-    "saturation", "decayed", "decay_penalty",
-)
-
-
-def _replicas():
-    """Replicas in sync of the current `tf.distribute` strategy (1 on other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return int(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 def _install_penalty_trackers(model):
@@ -70,8 +58,7 @@ def _install_penalty_trackers(model):
             ops.sum(ops.cast(loss, total.dtype)) for loss in model.losses
         ]
         raw_penalty = ops.sum(ops.stack(penalties)) if penalties else ops.zeros((), total.dtype)
-        replicas = _replicas()
-        unscaled = total * replicas if replicas > 1 else total
+        unscaled = _distribute.unscaled_replica_loss(total)
         batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
         data.update_state(unscaled - raw_penalty, sample_weight=batch)
         penalty.update_state(raw_penalty, sample_weight=batch)
@@ -147,14 +134,9 @@ class RegularizationMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_dir=None, tensorboard_dir=None, per_variable=True):
         super().__init__()
-        for name, value in (("log_dir", log_dir), ("tensorboard_dir", tensorboard_dir)):
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise TypeError(
-                    f"`{name}` must be a folder path or None. Received: {name}={value!r}"
-                )
+        self.log_dir = _validation.optional_path(log_dir, "log_dir")
+        self.tensorboard_dir = _validation.optional_path(tensorboard_dir, "tensorboard_dir")
         _validation.boolean(per_variable, "per_variable")
-        self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
         self.per_variable = per_variable
         self.rows = []
         self._writer = None
@@ -213,6 +195,10 @@ class RegularizationMonitor(keras.callbacks.Callback):
             "tensorboard_dir": self.tensorboard_dir,
             "per_variable": self.per_variable,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 def variable_statistics(model, epoch=None):

@@ -86,9 +86,13 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     and embeddings (`Embedding`, KerasHub's `ReversibleEmbedding` and
     `PositionEmbedding`) decay. With `include`, exactly the variables whose
     `variable.path` matches one of its glob patterns, whatever their name or
-    rank; `exclude` removes matches, with or without `include`. A pattern
-    matches a path, or a trailing part of it after a `/`: `"dense_2/*"`
-    matches `"sequential/dense_2/kernel"`.
+    rank; `exclude` removes matches, with or without `include`. Patterns
+    match as `regularize`'s path selectors do: the path or a trailing part
+    of it after a `/` (`"dense_2/*"` matches `"sequential/dense_2/kernel"`);
+    a leading `*/` may match nothing (`"*/attention/*"` matches
+    `"attention/query/kernel"`); and a leading model name may be missing
+    from the path (`"seqnet/d1/*"`, from a live Sequential model, matches
+    `"d1/kernel"`, its path after `load_model`).
     Patterns that match no variable at build time give a `UserWarning`
     naming them, as does a decayed variable that also carries an L2 penalty
     (`keras.regularizers.L2`/`L1L2`, `keras_regkit.L2`/`ElasticNet`).
@@ -336,7 +340,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         selected = [
             v
             for g, v in zip(grads, variables)
-            if g is not None and self._decay_mask[self._get_variable_index(v)]
+            if g is not None and self._decay_mask[_private_api.variable_index(self, v)]
         ]
         # Everything below is read before the inner step changes `iterations`.
         gate = _wrapping.update_gate(self.inner_optimizer, grads) if selected else None
@@ -347,7 +351,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
             if gate is not None:
                 coefficient = coefficient * gate
             references = [
-                self._decay_references[self._get_variable_index(v)] for v in selected
+                self._decay_references[_private_api.variable_index(self, v)] for v in selected
             ]
             _decay_update.apply_decay(self, selected, references, coefficient)
         self.inner_optimizer.apply(grads, trainable_variables)
@@ -380,7 +384,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         if not self.built:
             return False
         try:
-            index = self._get_variable_index(variable)
+            index = _private_api.variable_index(self, variable)
         except (KeyError, ValueError):
             return False
         return bool(self._decay_mask[index])
@@ -389,7 +393,7 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         """What `variable` decays toward: `None` for zero, else its `toward="initial"` copy."""
         if not self.decays(variable):
             return None
-        return self._decay_references[self._get_variable_index(variable)]
+        return self._decay_references[_private_api.variable_index(self, variable)]
 
     # --- serialization --------------------------------------------------------------
 

@@ -222,7 +222,7 @@ def insert_dropblock(model, rate=0.1, block_size=7, *, stages=2, shortcut=True,
     rows, insertions, before, levels = _residual_plans.dropblock(
         model, rate, block_size, stages, shortcut, seed)
     return _graph.rebuild_model(levels, insertions=insertions, before=before,
-                                remove=False)
+                                remove=_graph.remove_nothing)
 
 
 def dropblock_plan(model, rate=0.1, block_size=7, *, stages=2, shortcut=True,

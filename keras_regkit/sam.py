@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_regkit import _distribute
+from keras_regkit import _selectors
 from keras_regkit import _validation
 
 BACKENDS = ("tensorflow", "jax")
@@ -118,17 +120,11 @@ class SharpnessAwareMinimization(keras.Model):
         num_batch_splits=None,
         **kwargs,
     ):
-        if not isinstance(model, keras.Model):
-            raise TypeError(
-                "`model` must be a `keras.Model` (Sequential, functional or "
-                f"subclassed). Received: model={model!r} of type "
-                f"{type(model).__name__}"
-            )
+        _selectors.check_model(model)
         rho = _validation.positive(rho, "rho")
         _validation.boolean(adaptive, "adaptive")
         eta = _validation.non_negative(eta, "eta")
-        if num_batch_splits is not None:
-            num_batch_splits = _validation.positive_int(num_batch_splits, "num_batch_splits")
+        num_batch_splits = _validation.optional_positive_int(num_batch_splits, "num_batch_splits")
         backend = keras.backend.backend()
         if backend not in BACKENDS:
             raise ValueError(
@@ -223,12 +219,7 @@ class SharpnessAwareMinimization(keras.Model):
         if tracker is None:
             return
         loss = ops.divide(ops.sum(ops.stack(losses)), float(len(losses)))
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if replicas > 1:  # Keras scales each replica's loss by 1 / replicas
-                loss = ops.multiply(loss, ops.cast(replicas, loss.dtype))
+        loss = _distribute.unscaled_replica_loss(loss)
         first = next(t for t in keras.tree.flatten(x) if t is not None)
         tracker.update_state(loss, sample_weight=ops.shape(first)[0])
 

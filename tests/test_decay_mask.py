@@ -59,6 +59,33 @@ def test_include_and_exclude_still_override_the_role_based_default():
     assert _decayed_paths(variables, exclude=["embed/*", "attention/*"]) == ["head/kernel"]
 
 
+@pytest.mark.parametrize("pattern, expected", [
+    # A leading `*/` may match nothing (the functional model has no scope).
+    ("*/attention/*", [f"attention/{projection}/{weight}"
+                       for projection in ("query", "key", "value", "attention_output")
+                       for weight in ("kernel", "bias")]),
+    # A leading literal scope (a model name) may be dropped.
+    ("modelname/head/*", ["head/kernel", "head/bias"]),
+    # A trailing part of the path.
+    ("query/kernel", ["attention/query/kernel"]),
+    # Dropping scopes never leaves a bare wildcard layer: not every kernel.
+    ("*/attention/*/kernel", [f"attention/{projection}/kernel"
+                              for projection in ("query", "key", "value", "attention_output")]),
+    ("attention/*/kernel", [f"attention/{projection}/kernel"
+                            for projection in ("query", "key", "value", "attention_output")]),
+])
+def test_the_optimizer_and_regularize_read_a_path_pattern_alike(pattern, expected):
+    variables = _attention_model().trainable_variables
+    assert sorted(_decayed_paths(variables, include=[pattern])) == sorted(expected)
+    model = _attention_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the rules-need-restore notice
+        keras_regkit.regularize(model, {pattern: keras_regkit.L2(0.1)})
+    regularized = [v.path for v in model.trainable_variables
+                   if getattr(v, "regularizer", None) is not None]
+    assert sorted(regularized) == sorted(expected)
+
+
 def test_default_mask_on_a_kerashub_bert_backbone():
     keras_hub = pytest.importorskip("keras_hub")
     backbone = keras_hub.models.BertBackbone(

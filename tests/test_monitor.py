@@ -14,6 +14,7 @@ import keras_regkit
 from keras_regkit import L1
 from keras_regkit import L2
 from keras_regkit import MaxNorm
+from tests.helpers import config_round_trip
 
 
 def _data(n=10, seed=0):
@@ -200,8 +201,14 @@ def test_the_monitor_serializes_and_refuses_bad_arguments(tmp_path):
     monitor = keras_regkit.RegularizationMonitor(log_dir=tmp_path, per_variable=False)
     assert monitor.get_config() == {"log_dir": str(tmp_path), "tensorboard_dir": None,
                                     "per_variable": False}
+    restored = config_round_trip(monitor)
+    assert (restored.log_dir, restored.per_variable) == (str(tmp_path), False)
     with pytest.raises(TypeError, match="Received: log_dir=3"):
         keras_regkit.RegularizationMonitor(log_dir=3)
+    with pytest.raises(TypeError, match="Received: log_dir=''"):  # fit would fail late
+        keras_regkit.RegularizationMonitor(log_dir="")
+    with pytest.raises(TypeError, match="Received: tensorboard_dir=''"):
+        keras_regkit.RegularizationMonitor(tensorboard_dir="")
     with pytest.raises(TypeError, match="Received: per_variable='yes'"):
         keras_regkit.RegularizationMonitor(per_variable="yes")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_regkit import DecoupledWeightDecay
+from keras_regkit import _wrapping
 from keras_regkit import normalized_weight_decay
 from tests.optimizer_problems import schedules
 from tests.optimizer_problems import trajectory as _trajectory
@@ -106,27 +107,36 @@ def test_bad_input_is_refused(make, error, message):
 
 
 @pytest.mark.parametrize(
-    "arguments",
+    "arguments, refused",
     [
-        # Refused by Keras, with its message.
-        {"gradient_accumulation_steps": 1},
-        {"clipnorm": 1.0, "global_clipnorm": 1.0},
-        {"clipvalue": 0.5, "use_ema": True, "ema_momentum": 0.9},
+        ({"gradient_accumulation_steps": 1}, True),  # Keras wants >= 2
+        ({"clipnorm": 1.0, "global_clipnorm": 1.0}, True),  # one clip at a time
+        ({"clipvalue": 0.5, "use_ema": True, "ema_momentum": 0.9}, False),
     ],
-    ids=lambda arguments: ",".join(f"{k}={v!r}" for k, v in arguments.items()),
+    ids=lambda value: (",".join(f"{k}={v!r}" for k, v in value.items())
+                       if isinstance(value, dict) else ("refused" if value else "accepted")),
 )
-def test_forwarded_arguments_are_checked_by_keras_as_on_the_wrapped_optimizer(arguments):
+def test_forwarded_arguments_are_checked_by_keras_as_on_the_wrapped_optimizer(
+        arguments, refused):
     """How forwarded arguments combine is Keras's rule, not a copy of it: the wrapper
     refuses a combination the wrapped optimizer's constructor refuses, with Keras's
     message, and sets accepted ones on it."""
-    try:
-        expected = keras.optimizers.SGD(0.1, **arguments).get_config()
-    except ValueError as error:
-        with pytest.raises(ValueError, match=re.escape(str(error))):
+    if refused:
+        with pytest.raises(ValueError) as keras_error:
+            keras.optimizers.SGD(0.1, **arguments)
+        with pytest.raises(ValueError, match=re.escape(str(keras_error.value))):
             DecoupledWeightDecay(_sgd(), 1e-4, **arguments)
         return
+    expected = keras.optimizers.SGD(0.1, **arguments).get_config()
     inner = DecoupledWeightDecay(_sgd(), 1e-4, **arguments).inner_optimizer
     assert {**inner.get_config(), "name": None} == {**expected, "name": None}
+
+
+def test_forwarded_argument_defaults_are_those_of_keras_base_optimizer():
+    # `_wrapping` reads them from a Keras signature, to tell "already set" apart.
+    optimizer = keras.optimizers.Optimizer(learning_rate=0.0)
+    assert _wrapping._keras_defaults() == {
+        key: getattr(optimizer, key) for key in _wrapping.FORWARDED}
 
 
 @pytest.mark.skipif(not _JAX, reason="only the JAX backend refuses it")

@@ -5,6 +5,8 @@ exists, and fails with a message naming the function to update. Written
 against Keras 3.15.1 and TensorFlow 2.21.0.
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -54,6 +56,61 @@ def test_built_variables_and_the_known_variable_check():
     _private_api.check_variables_are_known(optimizer, [known])
     with pytest.raises(ValueError, match="unknown"):
         _private_api.check_variables_are_known(optimizer, [unknown])
+
+
+def test_variable_index_is_the_build_position_and_refuses_unknown_variables():
+    first = keras.Variable(np.ones((2, 2), "float32"), name="first")
+    second = keras.Variable(np.ones((2,), "float32"), name="second")
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build([first, second])
+    try:
+        indices = [_private_api.variable_index(optimizer, v) for v in (first, second)]
+    except AttributeError as error:
+        pytest.fail(_changed("variable_index", f"`_get_variable_index` is gone ({error})"))
+    assert indices == [0, 1], _changed("variable_index", f"build positions gave {indices}")
+    with pytest.raises(KeyError):
+        _private_api.variable_index(optimizer, keras.Variable(1.0, name="unknown"))
+
+
+@pytest.mark.tensorflow_only
+def test_variable_index_finds_a_mirrored_variable_from_every_replica():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        first = keras.Variable(np.ones((2, 2), "float32"), name="first")
+        second = keras.Variable(np.ones((2,), "float32"), name="second")
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build([first, second])
+    forms = [second, second.value, *strategy.experimental_local_results(second.value)]
+    indices = [_private_api.variable_index(optimizer, form) for form in forms]
+    assert indices == [1] * len(forms), _changed(
+        "variable_index", f"the forms of a mirrored variable gave {indices}")
+
+
+def test_model_save_writes_the_assets_of_an_untracked_saveable_attribute(tmp_path):
+    # What `_rule_store` relies on: Keras's saving walks `dir(model)` and calls
+    # `save_assets` on every `KerasSaveable` it finds, tracked or not.
+    import zipfile
+
+    class Probe(keras.layers.Layer):
+        def save_assets(self, dir_path):
+            with open(os.path.join(dir_path, "probe.txt"), "w") as file:
+                file.write("written")
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    object.__setattr__(model, "_untracked_probe", Probe())  # as `_rule_store.store_of`
+    assert not any(isinstance(layer, Probe) for layer in model.layers)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "assets/_untracked_probe/probe.txt" in names, (
+            "keras_regkit._rule_store: `model.save` no longer writes the assets of an "
+            f"untracked `KerasSaveable` attribute (Keras {keras.__version__}); the "
+            f"rules would be lost from `.keras` files. Archive: {names}")
+        assert archive.read("assets/_untracked_probe/probe.txt") == b"written"
 
 
 @pytest.mark.tensorflow_only
@@ -141,5 +198,6 @@ def test_set_tracked_attribute_tracks_metrics_on_a_built_subclassed_model():
     assert model.extra_trackers == [metric]
     assert any(m is metric for m in model.metrics), _changed(
         "set_tracked_attribute", "the metric is not in `model.metrics`")
-    with pytest.raises(ValueError):  # still locked afterwards, as Keras left it
+    # Still locked afterwards, as Keras left it, with Keras's message.
+    with pytest.raises(ValueError, match="cannot add new elements of state"):
         model.late = keras.layers.Dense(1)

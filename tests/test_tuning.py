@@ -10,8 +10,6 @@ import keras_regkit
 from keras_regkit import cli
 from keras_regkit.baselines import cifar10
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
 
 def test_strength_and_regularizer_in_a_search_space():
     hp = keras_tuner.HyperParameters()
@@ -36,6 +34,7 @@ def _images(dataset):
 
 @pytest.mark.tensorflow_only
 def test_validation_images_come_from_the_train_split_after_the_training_subset():
+    tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=30):
         data = cifar10.load_cifar10(batch_size=8, train_limit=12, validation_size=6)
         train_split = np.stack([image for image, _ in tfds.as_numpy(
@@ -54,6 +53,7 @@ def test_validation_images_come_from_the_train_split_after_the_training_subset()
 
 @pytest.mark.tensorflow_only
 def test_grid_sweep_on_mock_data_writes_the_table_curve_and_choice(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
     lines = []
     with tfds.testing.mock_data(num_examples=24):
         result = cifar10.sweep("l2", "l2", [1e-4, 1e-2], epochs=1, batch_size=8,
@@ -81,7 +81,7 @@ def test_grid_sweep_on_mock_data_writes_the_table_curve_and_choice(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--param", "l1", "--values", "1e-3"], "does not use `l1`"),
-    (["--param", "l2", "--values=1e-3,-1e-3"], "must be finite numbers >= 0"),
+    (["--param", "l2", "--values=1e-3,-1e-3"], "`values` must be >= 0. Received: values=-0.001"),
     (["--param", "l2", "--values", ","], "must hold at least one number"),
     (["--param", "l3", "--values", "1e-3"], "invalid choice: 'l3'"),
     (["--param", "l2", "--values", "1e-3", "--tuner", "bayesian"], "two or more positive values"),
