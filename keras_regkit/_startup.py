@@ -7,7 +7,9 @@ only, this module imports TensorFlow and initializes its devices with
 descriptor 2 pointed at a temporary file, then puts it back; if the import
 fails, what was written is replayed. Library users see TensorFlow as usual.
 It runs when the package is imported (it is imported first), since the
-`keras-regkit` script imports the package before it can parse anything.
+`keras-regkit` script imports the package before it can parse anything, and
+`python -m keras_regkit` imports it before running `__main__` (`sys.argv[0]`
+is then still `"-m"`; `sys.orig_argv` names the module).
 """
 
 import os
@@ -15,10 +17,24 @@ import sys
 import tempfile
 
 COMMAND = "keras-regkit"
+MODULE = "keras_regkit"
 
 
-def _wants_quiet(argv):
-    if os.path.basename(argv[0] if argv else "") != COMMAND:
+def _is_command_line(argv, orig_argv):
+    """Whether `argv` is the `keras-regkit` script's or `python -m keras_regkit`'s."""
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) == COMMAND:
+        return True
+    if argv[0] != "-m" or len(orig_argv) < len(argv):
+        return False
+    # The module's name comes just before the arguments: `-m keras_regkit`, `-mkeras_regkit`.
+    module = orig_argv[-len(argv)]
+    return module == MODULE or (module.startswith("-") and module.endswith("m" + MODULE))
+
+
+def _wants_quiet(argv, orig_argv=()):
+    if not _is_command_line(argv, orig_argv):
         return False
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ:  # the user asked for a level: respect it
         return False
@@ -31,8 +47,9 @@ def _wants_quiet(argv):
     return True
 
 
-def quiet_tensorflow_start(argv=None):
-    """Imports TensorFlow (and its devices) silently when run as `keras-regkit`.
+def quiet_tensorflow_start(argv=None, orig_argv=None):
+    """Imports TensorFlow (and its devices) silently when run as `keras-regkit`
+    or `python -m keras_regkit`.
 
     Returns whether it did. Anything that goes wrong (no temporary file, no
     TensorFlow, a failing import) leaves things as they were and replays what
@@ -40,7 +57,8 @@ def quiet_tensorflow_start(argv=None):
     package imports Keras.
     """
     argv = sys.argv if argv is None else argv
-    if "tensorflow" in sys.modules or not _wants_quiet(argv):
+    orig_argv = getattr(sys, "orig_argv", ()) if orig_argv is None else orig_argv
+    if "tensorflow" in sys.modules or not _wants_quiet(argv, orig_argv):
         return False
     try:
         captured = tempfile.TemporaryFile()

@@ -19,6 +19,8 @@ import sys
 from keras_regkit.baselines._settings import MAX_BLOCKS
 from keras_regkit.baselines._settings import QUICK
 from keras_regkit.baselines._settings import STRATEGIES
+from keras_regkit.baselines._settings import SWEEP_PARAMS
+from keras_regkit.baselines._settings import SWEEP_TUNERS
 from keras_regkit.baselines._settings import RunSettings
 from keras_regkit.baselines._variants import DEFAULT_VARIANT
 from keras_regkit.baselines._variants import VARIANTS
@@ -37,6 +39,7 @@ def _positive_int(text):
 
 
 def _float_list(text):
+    """Parses `--values`; their range is `check_sweep`'s to check."""
     try:
         values = [float(item) for item in text.split(",") if item.strip()]
     except ValueError:
@@ -44,8 +47,6 @@ def _float_list(text):
             f"must be comma-separated numbers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError(f"must hold at least one number, got {text!r}")
-    if any(not value >= 0 or value == float("inf") for value in values):
-        raise argparse.ArgumentTypeError(f"must be finite numbers >= 0, got {text!r}")
     return values
 
 
@@ -126,12 +127,12 @@ def build_parser():
     sweep.add_argument("--variant", default="l2", choices=tuple(VARIANTS),
                        help="the variant whose strength is swept (default: %(default)s)")
     sweep.add_argument("--param", required=True,
-                       choices=("l2", "l1", "max_norm", "weight_decay", "decoupled_l1"),
+                       choices=tuple(SWEEP_PARAMS),
                        help="the strength: l2/l1 (loss coefficients), max_norm, "
                             "weight_decay (normalized decoupled decay), decoupled_l1")
     sweep.add_argument("--values", required=True, type=_float_list,
                        help="comma-separated values, e.g. 1e-5,1e-4,1e-3,1e-2")
-    sweep.add_argument("--tuner", choices=("grid", "bayesian", "hyperband"), default="grid",
+    sweep.add_argument("--tuner", choices=SWEEP_TUNERS, default="grid",
                        help="KerasTuner search (default: %(default)s)")
     sweep.add_argument("--max-trials", type=_positive_int, default=None,
                        help="trials for bayesian (default: as many as --values)")
@@ -238,7 +239,7 @@ def _run_sweep(args, argv):
         max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
         train_limit=args.train_limit, validation_size=args.validation_size,
         test_limit=args.test_limit, data_dir=args.data_dir, out=args.out,
-        seed=args.seed, verbose=args.verbose,
+        seed=args.seed, verbose=args.verbose, command=["keras-regkit", *argv],
     )
     print(f"wrote {os.path.abspath(args.out)}")
     return 0

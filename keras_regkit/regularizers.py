@@ -5,13 +5,12 @@ takes one (`kernel_regularizer=...`), serializes under `keras_regkit>`, and
 adds `penalty(W)` to the training loss through `model.losses`.
 """
 
-import warnings
-
 import keras
 from keras import ops
 
 from keras_regkit import _units
 from keras_regkit import _validation
+from keras_regkit._deprecation import renamed_keyword
 from keras_regkit._elastic_net import CorrectedElasticNet
 from keras_regkit._elastic_net import ElasticNet
 from keras_regkit._elastic_net import ElasticNetCorrection
@@ -109,26 +108,16 @@ class L2(keras.regularizers.Regularizer):
         self.l2 = _validation.non_negative(l2, "l2")
 
     @classmethod
-    def from_textbook(cls, strength=None, num_examples=None, *, lam=None):
+    @renamed_keyword("lam", "strength", reason="the textbook's λ")
+    def from_textbook(cls, strength, num_examples):
         """Returns `L2(l2=strength / (2 * num_examples))`, the textbook `λ/(2m)`.
 
         Args:
-            strength: The textbook's regularization parameter `λ` (>= 0).
+            strength: The textbook's regularization parameter `λ` (>= 0). Its
+                old name `lam=` still works, with a `DeprecationWarning`.
             num_examples: The number of training examples `m` the loss is
                 averaged over.
-            lam: Deprecated name of `strength`.
         """
-        if lam is not None:
-            if strength is not None:
-                raise ValueError(
-                    "Pass `strength` only (`lam` is its deprecated name). "
-                    f"Received: strength={strength!r}, lam={lam!r}"
-                )
-            warnings.warn(
-                "`L2.from_textbook(lam=...)` is deprecated; use `strength=`.",
-                DeprecationWarning, stacklevel=2,
-            )
-            strength = lam
         strength = _validation.non_negative(strength, "strength")
         num_examples = _validation.positive_int(num_examples, "num_examples")
         return cls(l2=strength / (2 * num_examples))

@@ -45,6 +45,18 @@ def test_resnet_layout(depth):
         cifar10.build_resnet(21)
 
 
+def test_resnet_l2_is_on_every_convolution_and_the_dense_kernel():
+    model = cifar10.build_resnet(8, l2=2e-3)
+    convs = _convs(model)
+    assert len(convs) == 7 + 2  # stem + 3 stages x 2 convs, + 2 projection shortcuts
+    penalized = {layer.name: layer.kernel_regularizer.l2 for layer in model.layers
+                 if getattr(layer, "kernel_regularizer", None) is not None}
+    assert set(penalized) == {layer.name for layer in convs} | {model.layers[-1].name}
+    assert set(penalized.values()) == {2e-3}
+    assert all(getattr(layer, "kernel_regularizer", None) is None
+               for layer in cifar10.build_resnet(8).layers)  # l2=0: none
+
+
 @pytest.mark.parametrize("name", ["resnet", "resnet+droppath", "resnet+dropblock"])
 def test_resnet_variants_build_and_train(name):
     from keras_regkit import DropBlock2D, DropBlockSchedule, DropPath

@@ -63,8 +63,7 @@ def test_help_lists_every_variant_without_loading_the_model_code(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["code"] == 0
-    assert report["loaded"] == ["keras_regkit.baselines", "keras_regkit.baselines._errors",
-                                "keras_regkit.baselines._settings",
+    assert report["loaded"] == ["keras_regkit.baselines", "keras_regkit.baselines._settings",
                                 "keras_regkit.baselines._variants"]
     flat = " ".join(report["help"].split())
     assert "{" + ",".join(cifar10.VARIANTS) + "}" in flat
@@ -182,10 +181,15 @@ def _bad_inputs(tmp_path):
         (["compare", tmp_path], "not a finished run folder", None),
         (["compare", tmp_path, "--plot", a_file / "x.png"], "not a writable folder", None),
         ([], "COMMAND", None),
+        # `--values` is only parsed; its range is checked once, by `check_sweep`.
+        (["sweep", "cifar10", "--param", "l2", "--values=1e-3,-1e-3", "--out", out],
+         "`values` must be >= 0. Received: values=-0.001", out),
+        (["sweep", "cifar10", "--param", "l2", "--values", "1e-3,inf", "--out", out],
+         "`values` must be a finite number. Received: values=inf", out),
     ]
 
 
-@pytest.mark.parametrize("case", range(13))
+@pytest.mark.parametrize("case", range(15))
 def test_bad_input_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
@@ -193,7 +197,7 @@ def test_bad_input_exits_2_and_writes_nothing(case, tmp_path, capsys, monkeypatc
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert cli.main([str(a) for a in args]) == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert message in err and err.count("error:") == 1
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     if must_not_exist is not None:
@@ -285,8 +289,18 @@ def test_the_console_script_keeps_tensorflow_start_up_lines_out(monkeypatch):
     assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "cifar10", "--verbose", "2"])
     assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "--verbose=2"])
     assert not _startup._wants_quiet(["pytest"])
+    # `python -m keras_regkit ...`: while the package is imported, argv[0] is "-m".
+    as_module = ["python", "-X", "dev", "-m", "keras_regkit", "cifar10", "--quick"]
+    assert _startup._wants_quiet(["-m", "cifar10", "--quick"], as_module)
+    assert _startup._wants_quiet(["-m", "--help"], ["python3", "-mkeras_regkit", "--help"])
+    assert not _startup._wants_quiet(["-m", "cifar10", "--verbose", "2"],
+                                     ["python", "-m", "keras_regkit", "cifar10", "--verbose", "2"])
+    assert not _startup._wants_quiet(["-m", "-x"], ["python", "-m", "pytest", "-x"])
+    assert not _startup._wants_quiet(["-m", "cifar10", "--quick"], as_module[:4] + ["other"]
+                                     + as_module[5:])
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own level is respected
     assert not _startup._wants_quiet(["/venv/bin/keras-regkit", "cifar10"])
+    assert not _startup._wants_quiet(["-m", "cifar10"], ["python", "-m", "keras_regkit", "cifar10"])
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     script = pathlib.Path(sys.executable).with_name("keras-regkit")
     if not script.exists():
@@ -296,6 +310,16 @@ def test_the_console_script_keeps_tensorflow_start_up_lines_out(monkeypatch):
                             text=True, timeout=300)
     assert result.returncode == 0 and "usage: keras-regkit" in result.stdout
     for noise in ("oneDNN", "cuda", "absl", "cpu_feature_guard"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_python_m_keeps_tensorflow_start_up_lines_out(tmp_path):
+    """The documented `python -m keras_regkit ...` is as quiet as the console script."""
+    result = subprocess.run([sys.executable, "-m", "keras_regkit", "--help"], cwd=tmp_path,
+                            env=helpers.child_env(drop=("TF_CPP_MIN_LOG_LEVEL",)),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "usage: keras-regkit" in result.stdout, result.stderr
+    for noise in ("oneDNN", "cpu_feature_guard"):
         assert noise not in result.stderr, result.stderr
 
 

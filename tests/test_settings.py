@@ -9,7 +9,6 @@ import json
 import re
 import warnings
 
-import keras
 import pytest
 
 from keras_regkit import _validation
@@ -95,7 +94,7 @@ def test_settings_or_keywords_not_both(tmp_path):
 
 
 @pytest.mark.tensorflow_only
-def test_checked_once_recorded_in_the_run_folder_and_read_back(tmp_path, monkeypatch):
+def test_checked_once_and_recorded_in_the_run_folder(tmp_path, monkeypatch):
     checked = []
     positive_int = _validation.positive_int
 
@@ -115,32 +114,81 @@ def test_checked_once_recorded_in_the_run_folder_and_read_back(tmp_path, monkeyp
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert list(metrics["arguments"]) == RECORDED_KEYS
     assert metrics["arguments"]["variant"] == "l2" and metrics["arguments"]["batch_size"] == 8
-    assert RunSettings.from_dict(cifar10.load_run(tmp_path / "run")["metrics"]["arguments"]) \
-        == settings
+    assert cifar10.load_run(tmp_path / "run")["metrics"]["arguments"] == settings.to_dict()
     assert result["metrics"]["global_batch_size"] == 8 and result["metrics"]["num_train"] == 16
 
 
 def test_an_old_run_folder_is_still_compared(tmp_path):
-    """Run folders written before the renames (`weight_decay` in variant_config)."""
+    """A run folder as `train("l2", ...)` wrote it before the renames (commit 540a181):
+    `weight_decay` in variant_config, no `penalty_share` in metrics.json, no
+    `penalty`/`data_loss` logs in history.json (no monitor then)."""
     old = tmp_path / "old"
     old.mkdir()
     metrics = {
-        "variant": "l2", "test_accuracy": 0.25, "test_loss": 2.5, "train_accuracy": 0.75,
-        "train_loss": 0.5, "gap": 0.5, "penalty": 0.1, "penalty_share": 0.2, "epochs": 1,
-        "num_train": 16, "train_seconds": 1.5,
-        "variant_config": {"name": "l2", "weight_decay": 1e-3, "normalized_weight_decay": 0.0},
+        "variant": "l2", "description": "L2 penalty 1e-3 on the conv and hidden Dense kernels",
+        "test_accuracy": 0.25, "test_loss": 2.5, "train_accuracy": 0.75, "train_loss": 0.5,
+        "gap": 0.5, "penalty": 0.1, "epochs": 1, "num_train": 16, "num_test": 8,
+        "data_dir": "/data/tfds", "replicas": 1, "global_batch_size": 8,
+        "train_seconds": 1.5, "wall_seconds": 4.0,
+        "validation": "test split (the curves' val_* are test-set values)",
+        "losses_include_penalty": True,
+        "variant_config": {
+            "name": "l2", "description": "L2 penalty 1e-3 on the conv and hidden Dense kernels",
+            "weight_decay": 1e-3, "l1": 0.0, "regularize_dense": True, "dropout": False,
+            "max_norm": None, "normalized_weight_decay": 0.0, "decoupled_l1": 0.0,
+            "learning_rate": 1e-3},
+        "optimizer": "Adam", "decoupled_weight_decay": None,
         "arguments": dict(zip(RECORDED_KEYS, ["l2", 1, 8, None, 16, 8, False, False, 2, False,
                                               "default", 0])),
+        "command": ["keras-regkit", "cifar10", "--variant", "l2", "--out", "old"],
+        "versions": {"keras_regkit": "0.1.0", "keras": "3.12.0", "tensorflow": "2.21.0",
+                     "python": "3.11.7"},
     }
     (old / "metrics.json").write_text(json.dumps(metrics))
-    (old / "history.json").write_text(json.dumps({"loss": [1.0], "val_loss": [2.0]}))
+    (old / "history.json").write_text(json.dumps(
+        {"accuracy": [0.5], "loss": [1.0], "val_accuracy": [0.25], "val_loss": [2.5]}))
     lines = []
     cifar10.compare_runs([old], print_fn=lines.append)
-    row = lines[0].splitlines()[1].split()
-    assert row == ["old", "l2", "0.2500", "0.7500", "+0.5000", "2.5000", "0.200", "1", "16",
-                   "1.5"]
-    assert RunSettings.from_dict(metrics["arguments"]) == RunSettings(
-        "l2", epochs=1, batch_size=8, train_limit=16, test_limit=8, seed=0)
+    header, row = lines[0].splitlines()
+    assert row[header.index("penalty share"):].split()[0] == "-"  # not recorded then
+    # Every other column from metrics.json.
+    assert row.split() == ["old", "l2", "0.2500", "0.7500", "+0.5000", "2.5000", "-", "1",
+                           "16", "1.5"]
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+@pytest.mark.tensorflow_only
+def test_the_sweep_is_seeded_like_train_and_records_how_it_was_run(tmp_path, capsys):
+    """Weights and dropout too, not only the data and the tuner: the same seed from
+    Python and from the command line gives the same numbers."""
+    argv = ["sweep", "cifar10", "--variant", "l2+dropout", "--param", "l2", "--values", "1e-3",
+            "--epochs", "1", "--batch-size", "8", "--train-limit", "16", "--validation-size",
+            "8", "--test-limit", "8", "--seed", "3", "--verbose", "0"]
+    with tfds.testing.mock_data(num_examples=24):
+        from_python = cifar10.sweep("l2+dropout", "l2", [1e-3], epochs=1, batch_size=8,
+                                    train_limit=16, validation_size=8, test_limit=8,
+                                    out=tmp_path / "python", seed=3, verbose=0, print_fn=None)
+        assert cli.main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    capsys.readouterr()
+    from_cli = json.loads((tmp_path / "cli" / "sweep.json").read_text())
+
+    def numbers(result):
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in result["rows"]]
+        return rows, result["test_loss"], result["test_accuracy"]
+
+    assert numbers(from_cli) == numbers(from_python)
+    assert 0 < from_python["rows"][0]["penalty_share"] < 1  # the monitor's logs, as in `train`
+    # Recorded as a run folder records them (metrics.json).
+    assert from_cli["command"] == ["keras-regkit", *argv, "--out", str(tmp_path / "cli")]
+    assert from_python["command"] is None
+    assert from_python["arguments"] == {
+        "variant": "l2+dropout", "param": "l2", "values": [1e-3], "tuner": "grid",
+        "max_trials": None, "epochs": 1, "batch_size": 8, "train_limit": 16,
+        "validation_size": 8, "test_limit": 8, "data_dir": None, "seed": 3}
+    assert from_cli["arguments"] == from_python["arguments"]
+    assert set(from_python["versions"]) == {"keras_regkit", "keras", "tensorflow", "python"}
 
 
 # ---------------------------------------------------------------- l2, not weight_decay
@@ -163,20 +211,9 @@ def test_weight_decay_keyword_still_builds_the_same_vgg_like_with_a_warning():
         cifar10.build_vgg_like(l2=1e-4)  # the new name warns nothing
 
 
-def test_weight_decay_keyword_still_builds_the_same_resnet_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="use `l2="):
-        old = cifar10.build_resnet(8, weight_decay=2e-3)
-    convs = [layer for layer in old.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert len(convs) == 7 + 2  # stem + 3 stages x 2 convs, + 2 projection shortcuts
-    assert set(_penalties(old).values()) == {2e-3}
-    assert len(_penalties(old)) == len(convs) + 1  # and the Dense kernel
-    assert old.to_json() == cifar10.build_resnet(8, l2=2e-3).to_json()
-
-
 @pytest.mark.parametrize("build, args, kwargs", [
     (cifar10.build_vgg_like, (), {"l2": 1e-4}),
     (cifar10.build_vgg_like, (1e-4,), {}),  # `l2` given by position
-    (cifar10.build_resnet, (8,), {"l2": 1e-4}),
 ])
 def test_l2_and_weight_decay_together_are_refused(build, args, kwargs):
     with pytest.raises(ValueError, match=r"Received: l2=0.0001, weight_decay=0.001"):
@@ -213,3 +250,17 @@ def test_a_misspelled_train_keyword_is_named(tmp_path):
                                             r"\['epoch'\].*Received: epoch=3"):
             cifar10.train(out=tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"seed": "x"}, TypeError, "Received: seed='x'"),
+        ({"epochs": 0}, ValueError, "Received: epochs=0"),
+        ({"max_trials": 0}, ValueError, "Received: max_trials=0"),
+    ],
+)
+def test_sweep_checks_its_run_arguments_before_writing(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        cifar10.sweep("l2", "l2", [1e-3], out=tmp_path / "sweep", **kwargs)
+    assert not (tmp_path / "sweep").exists()

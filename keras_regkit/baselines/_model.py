@@ -8,12 +8,13 @@ from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import residual
 from keras_regkit import sam
+from keras_regkit._deprecation import renamed_keyword
 from keras_regkit.baselines._data import CIFAR10_CLASSES
 from keras_regkit.baselines._data import CIFAR10_SHAPE
-from keras_regkit.baselines._errors import renamed_keyword
 from keras_regkit.baselines._resnet import build_resnet
 from keras_regkit.baselines._settings import MAX_BLOCKS
 from keras_regkit.baselines._variants import DEFAULT_VARIANT
+from keras_regkit.baselines._variants import L2_RENAMED
 from keras_regkit.baselines._variants import get_variant
 from keras_regkit.dropout import insert_dropout
 
@@ -28,7 +29,7 @@ def _kernel_regularizer(l2, l1):
     return None
 
 
-@renamed_keyword("weight_decay", "l2")
+@renamed_keyword("weight_decay", "l2", reason=L2_RENAMED)
 def build_vgg_like(
     l2=1e-4,
     dropout=True,

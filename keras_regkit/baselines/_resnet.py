@@ -6,12 +6,10 @@ from keras_regkit import _validation
 from keras_regkit import regularizers
 from keras_regkit.baselines._data import CIFAR10_CLASSES
 from keras_regkit.baselines._data import CIFAR10_SHAPE
-from keras_regkit.baselines._errors import renamed_keyword
 
 STAGE_FILTERS = (16, 32, 64)
 
 
-@renamed_keyword("weight_decay", "l2")
 def build_resnet(
     depth=20,
     num_classes=CIFAR10_CLASSES,
@@ -43,8 +41,6 @@ def build_resnet(
         input_shape: Image shape. Defaults to `(32, 32, 3)`.
         l2: L2 coefficient of the loss penalty (`keras_regkit.L2`) on every
             convolution and the Dense kernel; `0` for none. Defaults to `0`.
-            Its old name `weight_decay=` still works, with a
-            `DeprecationWarning`.
         kernel_initializer: Initializer of every kernel (the paper's He normal).
         name: Model name. Defaults to `f"resnet{depth}"`.
 

@@ -3,8 +3,9 @@
 `RunSettings` is built once (from Python keywords, or by the command line from
 its arguments), validated once, recorded in the run folder (metrics.json,
 under `arguments`), and passed whole to training and the input pipeline.
-This module (like `_variants`) imports no model code, so `keras-regkit --help`
-need not load it.
+The sweep's choices (`SWEEP_PARAMS`, `SWEEP_TUNERS`) are here too. This module
+(like `_variants`) imports no model code, so `keras-regkit --help` need not
+load it.
 """
 
 import dataclasses
@@ -19,6 +20,17 @@ MAX_BLOCKS = 5  # 32x32 halves five times down to 1x1
 # --quick: `none` and the variant side by side on a subset small enough to
 # show `none` overfitting within a couple of minutes on 2 CPU cores.
 QUICK = {"epochs": 12, "train_limit": 1000, "test_limit": 1000, "batch_size": 32}
+# `keras-regkit sweep --param` -> the `Variant` field it sets (`weight_decay`:
+# the normalized decoupled decay, as Keras means the word; `l2`: the loss
+# coefficient), and `--tuner`'s KerasTuner searches.
+SWEEP_PARAMS = {
+    "l2": "l2",
+    "l1": "l1",
+    "max_norm": "max_norm",
+    "weight_decay": "normalized_decay",
+    "decoupled_l1": "decoupled_l1",
+}
+SWEEP_TUNERS = ("grid", "bayesian", "hyperband")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +56,14 @@ class RunSettings:
 
     Every value is checked when the object is built: a `ValueError` or
     `TypeError` names the argument and the value received. `to_dict()` is
-    what the run folder records (metrics.json's `arguments`); `from_dict`
-    reads it back. `RunSettings.quick(...)` gives the settings of `--quick`.
+    what the run folder records (metrics.json's `arguments`).
+    `RunSettings.quick(...)` gives the settings of `--quick`.
 
     Example:
 
     >>> settings = RunSettings("l2", epochs=3, seed=0)
     >>> settings.variant.name, settings.epochs, settings.batch_size
     ('l2', 3, 128)
-    >>> RunSettings.from_dict(settings.to_dict()) == settings
-    True
     >>> RunSettings.quick("none").train_limit  # --quick
     1000
     >>> RunSettings(epochs=0)
@@ -97,12 +107,6 @@ class RunSettings:
     def quick(cls, variant=DEFAULT_VARIANT, **overrides):
         """The settings of `--quick` (`QUICK`); keywords given here win."""
         return cls(variant, **{**QUICK, **overrides})
-
-    @classmethod
-    def from_dict(cls, arguments):
-        """Reads back `to_dict()` (a run folder's `arguments`); other keys are ignored."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in arguments.items() if key in names})
 
     @property
     def data_seed(self):

@@ -11,36 +11,28 @@ import shutil
 import time
 
 from keras_regkit import _tables
+from keras_regkit import _validation
 from keras_regkit import tuning
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
+from keras_regkit.baselines import _training
 from keras_regkit.baselines._data import load_cifar10
-from keras_regkit.baselines._training import check_output_dir
+from keras_regkit.baselines._settings import SWEEP_PARAMS
+from keras_regkit.baselines._settings import SWEEP_TUNERS
 from keras_regkit.baselines._variants import get_variant
 from keras_regkit.monitor import RegularizationMonitor
-
-# --param name -> the `Variant` field it sets (`weight_decay`: the normalized
-# decoupled decay, as Keras means the word; `l2`: the loss coefficient).
-PARAMS = {
-    "l2": "l2",
-    "l1": "l1",
-    "max_norm": "max_norm",
-    "weight_decay": "normalized_decay",
-    "decoupled_l1": "decoupled_l1",
-}
-TUNERS = ("grid", "bayesian", "hyperband")
 
 
 def check_sweep(variant, param, values, tuner):
     """Validates a sweep's set-up; returns `(Variant, field, sorted values)`."""
     base = get_variant(variant)
-    if param not in PARAMS:
+    if param not in SWEEP_PARAMS:
         raise ValueError(
-            f"`param` must be one of {sorted(PARAMS)}. Received: param={param!r}"
+            f"`param` must be one of {sorted(SWEEP_PARAMS)}. Received: param={param!r}"
         )
-    field = PARAMS[param]
+    field = SWEEP_PARAMS[param]
     if not getattr(base, field):
-        used = [name for name, attribute in PARAMS.items() if getattr(base, attribute)]
+        used = [name for name, attribute in SWEEP_PARAMS.items() if getattr(base, attribute)]
         raise ValueError(
             f"Variant {base.name!r} does not use `{param}` (its `{field}` is "
             f"{getattr(base, field)!r}); it uses {used or 'none of them'}. "
@@ -49,8 +41,8 @@ def check_sweep(variant, param, values, tuner):
     values = tuning.check_values(values, "values")
     if param == "max_norm" and min(values) <= 0:
         raise ValueError(f"`values` of max_norm must be > 0. Received: values={values!r}")
-    if tuner not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {TUNERS}. Received: tuner={tuner!r}")
+    if tuner not in SWEEP_TUNERS:
+        raise ValueError(f"`tuner` must be one of {SWEEP_TUNERS}. Received: tuner={tuner!r}")
     if tuner != "grid" and (len(values) < 2 or min(values) <= 0):
         raise ValueError(
             f"The {tuner} tuner searches log-uniformly between the smallest and "
@@ -77,6 +69,7 @@ def sweep(
     seed=None,
     verbose=1,
     print_fn=print,
+    command=None,
 ):
     """Sweeps one strength of a baseline variant with KerasTuner; picks it on validation.
 
@@ -91,8 +84,12 @@ def sweep(
     chosen model (the best trial, at its best epoch) is evaluated once on the
     test split.
 
+    `seed` seeds the weights and dropout (as `train` does), the data's
+    shuffling, and the tuner's search.
+
     Writes into `out`: `sweep.json` (the rows, the split, the chosen value
-    and its test accuracy), `chosen.json` (`{param: value}`), and
+    and its test accuracy; the arguments, the command line `command` and the
+    versions, as a run folder's metrics.json), `chosen.json` (`{param: value}`), and
     `validation_curve.png` (λ on a log axis; train and validation accuracy),
     plus KerasTuner's own folder `tuner/`. Prints the table.
 
@@ -100,9 +97,20 @@ def sweep(
         The dict written to `sweep.json`.
     """
     base, field, values = check_sweep(variant, param, values, tuner)
-    out = check_output_dir(out)
+    epochs = _validation.positive_int(epochs, "epochs")
+    max_trials = _validation.optional_positive_int(max_trials, "max_trials")
+    seed = _validation.seed(seed)
+    out = _training.check_output_dir(out)
+    arguments = {
+        "variant": base.name, "param": param, "values": values, "tuner": tuner,
+        "max_trials": max_trials, "epochs": epochs, "batch_size": batch_size,
+        "train_limit": train_limit, "validation_size": validation_size,
+        "test_limit": test_limit, "data_dir": None if data_dir is None else os.fspath(data_dir),
+        "seed": seed,
+    }
     import keras_tuner
 
+    _training._seed(seed)
     data = load_cifar10(
         batch_size=batch_size, data_dir=data_dir, train_limit=train_limit,
         test_limit=test_limit, validation_size=validation_size, seed=seed,
@@ -132,7 +140,7 @@ def sweep(
                 "train_accuracy": float(train_accuracy),
                 "val_accuracy": float(logs["val_accuracy"]),
                 "gap": float(train_accuracy - logs["val_accuracy"]),
-                "penalty_share": float(logs["penalty"] / logs["loss"]) if logs["loss"] else 0.0,
+                "penalty_share": _training._penalty_share(history.history),
                 "seconds": time.perf_counter() - started,
             })
             return history
@@ -186,6 +194,7 @@ def sweep(
         },
         "epochs": epochs,
         "batch_size": batch_size,
+        **_training._provenance(arguments, command),
     }
     _report._write_json(os.path.join(out, "sweep.json"), result)
     _report._write_json(os.path.join(out, "chosen.json"), {param: chosen_value})
@@ -250,4 +259,4 @@ def plot_validation_curve(rows, param, path):
     return path
 
 
-__all__ = ["PARAMS", "TUNERS", "check_sweep", "format_sweep", "plot_validation_curve", "sweep"]
+__all__ = ["check_sweep", "format_sweep", "plot_validation_curve", "sweep"]

@@ -170,6 +170,19 @@ def _versions():
     }
 
 
+def _seed(seed):
+    """Seeds the weights, dropout and every other Keras, NumPy and Python
+    random draw (`keras.utils.set_random_seed`); `None` leaves them unseeded."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+def _provenance(arguments, command):
+    """How a run was started, as its output records it: the arguments, the
+    command line (`None` from Python) and the versions."""
+    return {"arguments": arguments, "command": command, "versions": _versions()}
+
+
 def _penalty_share(history):
     """The last epoch's `penalty / loss` (`None` without the monitor's logs)."""
     if not history.get("penalty") or not history.get("loss"):
@@ -250,8 +263,7 @@ def _train(settings, out_path, *, verbose, command, started):
     variant = settings.variant
     distribution = make_strategy(settings.strategy)
     chief = is_chief(distribution)
-    if settings.seed is not None:
-        keras.utils.set_random_seed(settings.seed)
+    _seed(settings.seed)
     replicas = int(distribution.num_replicas_in_sync)
     data = load_for_run(settings, replicas)
 
@@ -308,9 +320,7 @@ def _train(settings, out_path, *, verbose, command, started):
         "decoupled_weight_decay": float(model.optimizer.weight_decay)
         if variant.decoupled
         else None,
-        "arguments": settings.to_dict(),
-        "command": command,
-        "versions": _versions(),
+        **_provenance(settings.to_dict(), command),
     }
     if out_path is not None:
         target = out_path if chief else tempfile.mkdtemp(prefix="keras_regkit_worker_")

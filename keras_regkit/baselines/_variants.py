@@ -9,12 +9,14 @@ import dataclasses
 import warnings
 
 from keras_regkit import _validation
-from keras_regkit.baselines._errors import renamed_keyword
+from keras_regkit._deprecation import renamed_keyword
 
 # The run geometry assumed when the decoupled decay is computed without one:
 # the full CIFAR-10 training set, batch 128, 50 epochs.
 DEFAULT_RUN = {"batch_size": 128, "num_examples": 50000, "epochs": 50}
 DEFAULT_VARIANT = "l2+dropout"
+# Why `weight_decay=` became `l2=` (the deprecation warning's explanation).
+L2_RENAMED = "the L2 coefficient of the loss; in Keras, `weight_decay` means decoupled decay"
 
 
 def _renamed(old, new):
@@ -156,7 +158,7 @@ class Variant:
         return dataclasses.asdict(self)
 
 # The old constructor keywords still work, with a `DeprecationWarning`.
-Variant.__init__ = renamed_keyword("weight_decay", "l2")(
+Variant.__init__ = renamed_keyword("weight_decay", "l2", reason=L2_RENAMED)(
     renamed_keyword(
         "normalized_weight_decay", "normalized_decay",
         reason="the normalized decoupled decay lambda_norm, not a loss term",
