@@ -87,7 +87,7 @@ def jit_compile_argument(parser):
 
 
 def machine_line():
-    """`# machine: ...` with the CPU count, Python, backend and package versions."""
+    """`# machine: ...`: CPU count, load average (1, 5, 15 min), Python, backend, versions."""
     import keras_regkit
 
     backend = keras.backend.backend()
@@ -102,8 +102,9 @@ def machine_line():
         version = f"JAX {jax.__version__} ({jax.devices()[0].platform})"
     else:
         version = backend
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load} at start; "
         f"Python {platform.python_version()}, {version}, "
         f"Keras {keras.__version__}, keras_regkit {keras_regkit.__version__}"
     )
