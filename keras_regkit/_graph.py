@@ -12,6 +12,7 @@ import collections
 
 import keras
 
+from keras_regkit import _carry
 from keras_regkit import _private_api
 from keras_regkit import _selectors
 
@@ -194,6 +195,9 @@ def rebuild_model(levels, insertions, remove, *, before=None):
     a layer put on the `position`-th tensor input of each call (a residual
     merge's branch). `remove` is a predicate `layer -> bool` picking the
     one-input layers to take out (`is_dropout`, `remove_nothing`).
+
+    The copy has every rule of the model (`_carry.carry_rules`): those its
+    layer configs hold and those only its variables and rule records hold.
     """
     before = before or {}
     model = levels[0].model
@@ -275,6 +279,11 @@ def rebuild_model(levels, insertions, remove, *, before=None):
             if not is_graph_model(layer):
                 new.trainable = layer.trainable
                 new.set_weights(layer.get_weights())
+    pairs = [(originals[id(new)], new) for new in copies.values() if id(new) in originals]
+    _carry.carry_rules(
+        model, new_model,
+        layers=[(old, new) for old, new in pairs if not is_graph_model(old)],
+        models=[(old, new) for old, new in pairs if is_graph_model(old)])
     return new_model
 
 
