@@ -80,7 +80,8 @@ class SharpnessAwareMinimization(keras.Model):
     (see `benchmarks/sam_step_time.py`).
 
     Args:
-        model: The `keras.Model` to train (built, or buildable by `fit`).
+        model: The `keras.Model` to train. An unbuilt one is built on the
+            first batch's shapes, as `fit` builds models.
         rho: Positive float, the radius of the neighbourhood. Defaults to
             `0.05` (Foret et al.; ASAM's paper uses larger values, such as
             `0.5` to `2.0`).
@@ -231,10 +232,45 @@ class SharpnessAwareMinimization(keras.Model):
             lambda *parts: ops.concatenate(parts, axis=0), *predictions
         )
 
+    def _build_network(self, x):
+        """Builds the network on symbolic inputs shaped as `x` (batch size unknown).
+
+        As `fit` does on JAX or under a `tf.distribute` strategy; TensorFlow's
+        plain `fit` waits for the step's first call, too late for the variables
+        and state read before it. `ValueError`, before any update, if it fails.
+        """
+        network = self.model
+        if network.built and all(layer.built for layer in _selectors.iter_layers(network)):
+            self.built = True
+            return
+
+        def spec(tensor):
+            if tensor is None:
+                return None
+            shape = (None,) + tuple(tensor.shape)[1:]
+            return keras.KerasTensor(shape, keras.backend.standardize_dtype(tensor.dtype))
+
+        inputs = keras.tree.map_structure(spec, x)
+        was_built = network.built
+        try:
+            network(inputs, training=False)
+        except Exception as error:
+            network.built = was_built  # Keras marks it built after a failed attempt
+            shapes = keras.tree.map_structure(lambda t: None if t is None else t.shape, inputs)
+            raise ValueError(
+                "`model` is not built, and could not be built on symbolic inputs "
+                f"shaped as the first batch, {shapes} ({type(error).__name__} above). "
+                "Build it before training: start a Sequential model with `keras.Input`, "
+                "or call the model on a batch (`model(x[:1])`). "
+                f"Received: model={network!r}"
+            ) from error
+        self.built = True
+
     def _tf_train_step(self, data):
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._build_network(x)
         variables = self.trainable_variables
         replica_context = tf.distribute.get_replica_context()
         all_reduce = (
