@@ -14,6 +14,7 @@ from keras_regkit import _validation
 from keras_regkit.dropout import CONVOLUTIONS
 from keras_regkit.layers import DropBlock2D
 from keras_regkit.layers import DropPath
+from keras_regkit.layers import validate_block_size
 
 SCHEDULES = ("linear", "uniform")
 
@@ -92,7 +93,7 @@ def dropblock(model, rate, block_size, stages, shortcut, seed):
     """Validates; returns `(rows, insertions, before, levels)`."""
     levels = model_levels(model, "insert_dropblock")
     rate = _validation.rate(rate, "rate")
-    block_size = _validation.positive_int(block_size, "block_size")
+    block_size = validate_block_size(block_size)
     stages = _validation.positive_int(stages, "stages")
     _validation.boolean(shortcut, "shortcut")
     seed = _validation.seed(seed, "seed")

@@ -2,7 +2,7 @@
 
 `DropPath` is stochastic depth (Huang et al., 2016): it zeroes a whole
 residual branch for some samples of a batch. `DropBlock2D` is DropBlock
-(Ghiasi et al., 2018): it zeroes contiguous squares of feature maps.
+(Ghiasi et al., 2018): it zeroes contiguous blocks of feature maps.
 `DropBlockSchedule` ramps DropBlock's rate up linearly during training, as
 the paper does. Both layers are identities in inference and draw their
 randomness from a `keras.random.SeedGenerator`, so a `seed` makes them
@@ -15,6 +15,8 @@ Reference: Huang et al., "Deep networks with stochastic depth", ECCV 2016;
 Ghiasi et al., "DropBlock: a regularization method for convolutional
 networks", NeurIPS 2018.
 """
+
+import numbers
 
 import keras
 from keras import ops
@@ -92,15 +94,19 @@ class DropPath(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
 class DropBlock2D(keras.layers.Layer):
-    r"""DropBlock: drops contiguous squares of each feature map.
+    r"""DropBlock: drops contiguous blocks of each feature map.
 
     Neighbouring activations of a feature map are correlated, so dropping
     single ones barely regularizes a convnet; DropBlock drops whole
-    `block_size x block_size` squares instead. In training, for each sample
-    and each channel separately (the paper's Algorithm 1):
+    `block_h x block_w` blocks instead (squares with an int `block_size`). In
+    training, for each sample and each channel separately (the paper's
+    Algorithm 1), on an `H x W` map:
 
-    1. Block seeds are drawn with probability `gamma` at the positions where
-       a whole block fits inside the map (the valid region), with
+    1. The block is clipped to the map on each axis, `block_h = min(block_h,
+       H)` and `block_w = min(block_w, W)`; block seeds are drawn with
+       probability `gamma` at the positions where a whole block fits inside
+       the map (the valid region, `(H - block_h + 1) x (W - block_w + 1)`),
+       with
 
            gamma = rate * H * W / (block_h * block_w * (H - block_h + 1) * (W - block_w + 1))
 
@@ -114,11 +120,12 @@ class DropBlock2D(keras.layers.Layer):
 
     `gamma` makes the expected dropped fraction `rate` when blocks do not
     overlap; overlapping blocks make it somewhat smaller (the paper's
-    approximation). A map smaller than the block degrades gracefully: the
-    block is clipped to the map on each axis (`block_h = min(block_size, H)`),
-    so on a map of at most `block_size` in both directions a whole channel is
-    dropped with probability `rate`, as in `SpatialDropout2D`. A spatial size
-    unknown when the layer is called (`None`) is not clipped on that axis.
+    approximation). A map smaller than the block degrades gracefully through
+    the clipping: on a map of at most `block_h x block_w` a whole channel is
+    dropped with probability `rate`, as in `SpatialDropout2D`. Spatial sizes
+    unknown when the model is built (`keras.Input((None, None, C))`, batches
+    of several image sizes) are clipped and drawn the same way when the step
+    runs, also under `jit_compile`.
 
     The rate actually used is `rate * rate_factor`, where `rate_factor` is a
     non-trainable weight, `1.0` unless `DropBlockSchedule` ramps it up during
@@ -127,8 +134,10 @@ class DropBlock2D(keras.layers.Layer):
     Args:
         rate: Float in `[0, 1)`, the target fraction of units to drop (`1 -
             keep_prob` in the paper).
-        block_size: Int `>= 1`, the side of a dropped square. Defaults to `7`
-            (the paper's choice for ResNet-50 on ImageNet).
+        block_size: Int `>= 1`, the side of a dropped square, or a pair
+            `(height, width)` of them for a rectangle (kept as a list, as
+            JSON gives it back). Defaults to `7` (the paper's choice for
+            ResNet-50 on ImageNet).
         data_format: `"channels_last"` (batch, H, W, C) or `"channels_first"`
             (batch, C, H, W). Defaults to `keras.config.image_data_format()`.
         seed: Int or `None`, the seed of the layer's `SeedGenerator`.
@@ -147,6 +156,11 @@ class DropBlock2D(keras.layers.Layer):
     >>> kept = out > 0
     >>> bool(np.allclose(out[kept], out.size / kept.sum()))  # renormalized
     True
+    >>> wide = keras_regkit.DropBlock2D(rate=0.2, block_size=(2, 9))
+    >>> wide.block_size
+    [2, 9]
+    >>> wide.gamma(4, 6)  # clipped to 2 x 6: 0.2 * 4 * 6 / (2 * 6 * 3 * 1)
+    0.1333...
 
     Reference: Ghiasi, Lin & Le (2018), "DropBlock: a regularization method
     for convolutional networks".
@@ -154,7 +168,7 @@ class DropBlock2D(keras.layers.Layer):
 
     def __init__(self, rate, block_size=7, data_format=None, seed=None, **kwargs):
         rate = _validation.rate(rate, "rate")
-        block_size = _validation.positive_int(block_size, "block_size")
+        block_size = validate_block_size(block_size)
         if data_format is None:
             data_format = keras.config.image_data_format()
         data_format = _validation.one_of(data_format, "data_format", DATA_FORMATS)
@@ -172,11 +186,21 @@ class DropBlock2D(keras.layers.Layer):
             shape=(), initializer="ones", trainable=False, name="rate_factor"
         )
 
+    def _sizes(self):
+        """The block's `(height, width)` before clipping."""
+        if isinstance(self.block_size, int):
+            return self.block_size, self.block_size
+        return tuple(self.block_size)
+
     def _block(self, height, width):
-        """The block's `(height, width)`, clipped to statically known sizes."""
-        block_h = self.block_size if height is None else min(self.block_size, height)
-        block_w = self.block_size if width is None else min(self.block_size, width)
-        return block_h, block_w
+        """The block's `(block_h, block_w)` clipped to an `height x width` map.
+
+        Python ints on an axis whose size is known when the layer is called,
+        tensors on one whose size is known only when the step runs.
+        """
+        return tuple(min(size, extent) if isinstance(extent, int)
+                     else ops.minimum(size, extent)
+                     for size, extent in zip(self._sizes(), (height, width)))
 
     def gamma(self, height, width):
         """The seed probability `gamma` at `rate` for an `height x width` map."""
@@ -190,26 +214,37 @@ class DropBlock2D(keras.layers.Layer):
         if not training or self.rate == 0:
             return inputs
         spatial = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        dynamic = ops.shape(inputs)
-        static_h, static_w = (inputs.shape[axis] for axis in spatial)
-        block_h, block_w = self._block(static_h, static_w)
-        height = static_h if static_h is not None else dynamic[spatial[0]]
-        width = static_w if static_w is not None else dynamic[spatial[1]]
+        shape = ops.shape(inputs)  # ints where known, tensors where not
+        height, width = shape[spatial[0]], shape[spatial[1]]
+        block_h, block_w = self._block(height, width)
         valid_h, valid_w = height - block_h + 1, width - block_w + 1
+        # The pooling window must be static: the clipped block where the size
+        # is known, else the whole block. A whole block on a smaller map drops
+        # what the clipped one does, as seeds then lie in the first row
+        # (column) only and every window below (right of) it reaches back to it.
+        window = tuple(block if isinstance(block, int) else size
+                       for block, size in zip((block_h, block_w), self._sizes()))
         rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
-        gamma = rate * ops.cast(height * width, "float32") / ops.cast(
-            block_h * block_w * valid_h * valid_w, "float32")
-        seed_shape = list(dynamic)
-        seed_shape[spatial[0]], seed_shape[spatial[1]] = valid_h, valid_w
-        noise = keras.random.uniform(tuple(seed_shape), seed=self.seed_generator)
+        # The formula in float32 (its products of ints could overflow int32).
+        h, w, b_h, b_w, v_h, v_w = (ops.cast(v, "float32") for v in (
+            height, width, block_h, block_w, valid_h, valid_w))
+        gamma = rate * h * w / (b_h * b_w * v_h * v_w)
+        # Seeds only in the valid region: gamma there, 0 elsewhere.
+        where = [1, 1, 1, 1]
+        where[spatial[0]] = -1
+        in_rows = ops.reshape(ops.less(ops.arange(height), valid_h), where)
+        where[spatial[0]], where[spatial[1]] = 1, -1
+        in_cols = ops.reshape(ops.less(ops.arange(width), valid_w), where)
+        gamma = gamma * ops.cast(ops.logical_and(in_rows, in_cols), "float32")
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
         seeds = ops.cast(ops.less(noise, gamma), "float32")
         padding = [[0, 0]] * 4
-        padding[spatial[0]] = [block_h - 1, block_h - 1]
-        padding[spatial[1]] = [block_w - 1, block_w - 1]
-        # A unit is dropped if a seed lies within block_h - 1 rows above and
-        # block_w - 1 columns to the left of it: a max over that window.
+        padding[spatial[0]] = [window[0] - 1, 0]
+        padding[spatial[1]] = [window[1] - 1, 0]
+        # A unit is dropped if a seed lies within window_h - 1 rows above and
+        # window_w - 1 columns to the left of it: a max over that window.
         dropped = ops.max_pool(
-            ops.pad(seeds, padding), (block_h, block_w), strides=1,
+            ops.pad(seeds, padding), window, strides=1,
             padding="valid", data_format=self.data_format)
         mask = 1.0 - dropped
         scale = ops.cast(ops.size(mask), "float32") / ops.maximum(ops.sum(mask), 1.0)
@@ -226,6 +261,28 @@ class DropBlock2D(keras.layers.Layer):
             "data_format": self.data_format,
             "seed": self.seed,
         }
+
+
+def validate_block_size(value, name="block_size"):
+    """Returns `block_size` as an int `>= 1` or a list `[height, width]` of them.
+
+    A tuple becomes a list, so a config round-trips through JSON exactly.
+    """
+    expected = f"`{name}` must be an int >= 1 or a pair (height, width) of ints >= 1"
+    received = f"Received: {name}={value!r}"
+    if isinstance(value, (list, tuple)):
+        sizes = list(value)
+        if len(sizes) != 2:
+            raise ValueError(f"{expected}. {received}")
+    else:
+        sizes = [value]
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"{expected}, not {type(size).__name__}. {received}")
+        if size < 1:
+            raise ValueError(f"{expected}. {received}")
+    sizes = [int(size) for size in sizes]
+    return sizes if isinstance(value, (list, tuple)) else sizes[0]
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")

@@ -190,7 +190,8 @@ def insert_dropblock(model, rate=0.1, block_size=7, *, stages=2, shortcut=True,
     Args:
         model: A built functional `keras.Model`, possibly with nested models.
         rate: Float in `[0, 1)`, each layer's `rate`.
-        block_size: Int `>= 1`, each layer's `block_size`. Defaults to `7`
+        block_size: Int `>= 1` or a pair `(height, width)` of them, each
+            layer's `block_size`. Defaults to `7`
             (the paper's, for 224-pixel ImageNet inputs; smaller maps clip it).
         stages: Int `>= 1`, how many of the last stages get DropBlock
             (all of them if the model has fewer). Defaults to `2`.
