@@ -77,14 +77,30 @@ def forget(model, variables, kind):
         store.records.pop((kind, index), None)
 
 
-def read_records(filepath, *, archive_required=True):
-    """`[(holder, records)]` from a `.keras` file; `[]` when it stores no rules.
+# A store holds at most one record per (kind, variable); each record is a path,
+# a shape and a small serialized rule. What a file may hold is capped by that,
+# before anything is read: a crafted archive cannot make us inflate more.
+RECORD_BYTES = 8 * 1024
+BASE_BYTES = 64 * 1024
+_RECORD_KEYS = ("kind", "index", "variable", "shape", "value")
+
+
+def read_records(filepath, *, variable_count, archive_required=True):
+    """`[(holder, member, records)]` from a `.keras` file; `[]` when it stores no rules.
 
     `holder` is the saving path of the model the store was attached to: ""
     for the top model, `"layers/functional"` when a ruled model was nested in
-    the saved one. A `filepath` that is not a zip archive raises `ValueError`,
-    or gives `[]` with `archive_required=False` (a model `keras.saving.load_model`
-    reads from elsewhere: a `.h5` file, a directory, a remote path).
+    the saved one; `member` is the archive entry. A `filepath` that is not a
+    zip archive raises `ValueError`, or gives `[]` with `archive_required=False`
+    (a model `keras.saving.load_model` reads from elsewhere: a `.h5` file, a
+    directory, a remote path).
+
+    The file is input like any other: the stores of a model with
+    `variable_count` variables hold at most two records per variable each,
+    so more bytes than that can hold (`BASE_BYTES + RECORD_BYTES` per record)
+    are refused before they are inflated. Every record is checked for shape
+    (`check_record`); anything else raises one `ValueError` that names the
+    file, the entry and the record. Nothing is applied here.
     """
     found = []
     try:
@@ -98,22 +114,81 @@ def read_records(filepath, *, archive_required=True):
             "`filepath` must be a `.keras` file written by `model.save`. "
             f"Received: filepath={filepath!r} ({error})"
         ) from error
+    max_records = 2 * variable_count
+    budget = BASE_BYTES + max_records * RECORD_BYTES
     with archive:
-        for name in sorted(archive.namelist()):
+        for info in sorted(archive.infolist(), key=lambda info: info.filename):
+            name = info.filename
             parts = name.split("/")
-            if len(parts) >= 3 and parts[0] == "assets" and parts[-2:] == [
-                ATTRIBUTE,
-                FILENAME,
-            ]:
-                content = json.loads(archive.read(name).decode("utf-8"))
-                if content.get("format") != FORMAT:
-                    raise ValueError(
-                        f"'{name}' in {filepath!r} has format "
-                        f"{content.get('format')!r}; this version of keras_regkit "
-                        f"reads format {FORMAT}."
-                    )
-                found.append(("/".join(parts[1:-2]), content["records"]))
+            if not (len(parts) >= 3 and parts[0] == "assets"
+                    and parts[-2:] == [ATTRIBUTE, FILENAME]):
+                continue
+            where = f"'{name}' in {filepath!r}"
+            budget -= info.file_size
+            if budget < 0:
+                raise _malformed(
+                    where, f"the rule records take {info.file_size} bytes (with "
+                    "those before them, more than the "
+                    f"{BASE_BYTES + max_records * RECORD_BYTES} that rules for "
+                    f"{variable_count} variables can take)")
+            try:
+                with archive.open(info) as member:
+                    raw = member.read(info.file_size + 1)
+            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+                raise _malformed(where, f"it cannot be read ({error})") from error
+            if len(raw) > info.file_size:
+                raise _malformed(where, "it is longer than the archive says")
+            try:
+                content = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                raise _malformed(where, f"it is not JSON ({error})") from error
+            if not isinstance(content, dict) or not isinstance(content.get("records"), list):
+                raise _malformed(where, "it must be a JSON object with a list of 'records'")
+            if content.get("format") != FORMAT:
+                raise ValueError(
+                    f"{where} has format {content.get('format')!r}; this version "
+                    f"of keras_regkit reads format {FORMAT}."
+                )
+            stored = content["records"]
+            if len(stored) > max_records:
+                raise _malformed(
+                    where, f"it holds {len(stored)} records; a model with "
+                    f"{variable_count} variables has at most {max_records}")
+            for number, record in enumerate(stored):
+                check_record(record, f"record {number} of {where}")
+            found.append(("/".join(parts[1:-2]), name, stored))
     return found
+
+
+def check_record(record, where):
+    """Raises a `ValueError` naming `where` unless `record` has the shape we write."""
+    def refuse(problem):
+        shown = repr(record)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise _malformed(where, f"{problem}. Received: {shown}")
+
+    if not isinstance(record, dict) or sorted(record) != sorted(_RECORD_KEYS):
+        refuse(f"a record must be a JSON object with the keys {list(_RECORD_KEYS)}")
+    if record["kind"] not in _weights.KINDS:
+        refuse(f"'kind' must be one of {sorted(_weights.KINDS)}")
+    index = record["index"]
+    if type(index) is not int or index < 0:
+        refuse("'index' must be a non-negative integer")
+    if not isinstance(record["variable"], str) or not record["variable"]:
+        refuse("'variable' must be a non-empty variable path")
+    shape = record["shape"]
+    if not isinstance(shape, list) or not all(
+            type(size) is int and size >= 0 for size in shape):
+        refuse("'shape' must be a list of non-negative integers")
+    if record["value"] is not None and not isinstance(record["value"], dict):
+        refuse("'value' must be a serialized rule (a JSON object) or null")
+
+
+def _malformed(where, problem):
+    return ValueError(
+        f"Invalid keras_regkit rule records ({where}): {problem}. Nothing was "
+        "changed. Was the file written by `model.save` of a model ruled with "
+        "`keras_regkit.regularize`/`constrain`?")
 
 
 def records(model, planned, kind):

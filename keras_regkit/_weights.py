@@ -8,8 +8,16 @@ holds. `attach` sets both. Shared by `rules` (which decides what to set) and
 """
 
 import keras
+from keras import ops
 
 from keras_regkit import _selectors
+
+# The rule kinds a weight takes: kind -> (base class, an example for error messages).
+# Also the only attribute names `attach` sets on a variable.
+KINDS = {
+    "regularizer": (keras.regularizers.Regularizer, "keras_regkit.L2(1e-4)"),
+    "constraint": (keras.constraints.Constraint, "keras_regkit.MaxNorm(3.0)"),
+}
 
 
 def get_variable(layer, name):
@@ -49,16 +57,75 @@ def config_attribute(owner, name, kind):
     return None
 
 
+def check_value(value, kind, where):
+    """Raises a `TypeError` unless `value` is a rule of `kind` or `None` (a removal).
+
+    `where` names the value for the message (`"The value of rule 'dense*'"`).
+    """
+    base, example = KINDS[kind]
+    if value is not None and not isinstance(value, base):
+        raise TypeError(
+            f"{where} must be a `keras.{kind}s.{base.__name__}` instance (e.g. "
+            f"{example}) or None to remove one. Received: {value!r} of type "
+            f"{type(value).__name__}"
+        )
+    return value
+
+
+def dry_run(value, variable, kind, layer, name):
+    """Runs `value` on zeros of `variable`'s shape; a `ValueError` if it fails or
+    returns the wrong shape (a regularizer: a scalar; a constraint: the same shape)."""
+    shape = tuple(variable.shape)
+    where = (
+        f"The {kind} {value!r} for '{name}' of layer '{layer.name}' "
+        f"(variable '{variable.path}', shape {shape})"
+    )
+    try:
+        result = value(ops.zeros(shape, dtype=variable.dtype))
+    except Exception as error:
+        raise ValueError(
+            f"{where} failed on a zero tensor of that shape: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    result_shape = tuple(ops.shape(result))
+    if kind == "regularizer" and result_shape != ():
+        raise ValueError(
+            f"{where} must return a scalar. Received shape {result_shape}"
+        )
+    if kind == "constraint" and result_shape != shape:
+        raise ValueError(
+            f"{where} must return a tensor of the same shape. Received shape "
+            f"{result_shape}"
+        )
+
+
 def attach(owner, variable, name, kind, value, in_config=True):
     """Sets `value` on `variable` and in `owner`'s config attribute.
 
     With `in_config=False` (a value that does not serialize, which would break
     `model.save`), the config attribute is cleared instead.
     """
+    if kind not in KINDS:  # never an arbitrary attribute name
+        raise ValueError(f"`kind` must be one of {sorted(KINDS)}. Received: kind={kind!r}")
     setattr(variable, kind, value)
     attribute = config_attribute(owner, name, kind)
     if attribute is not None:
         setattr(owner, attribute, value if in_config else None)
+
+
+def current(owner, variable, name, kind):
+    """What `attach` would overwrite, for `put_back`."""
+    attribute = config_attribute(owner, name, kind)
+    return (variable, kind, getattr(variable, kind, None), owner, attribute,
+            None if attribute is None else getattr(owner, attribute))
+
+
+def put_back(previous):
+    """Undoes one `attach`, given what `current` returned before it."""
+    variable, kind, value, owner, attribute, setting = previous
+    setattr(variable, kind, value)
+    if attribute is not None:
+        setattr(owner, attribute, setting)
 
 
 def reset_compiled_functions(model):

@@ -14,7 +14,6 @@ step, and a config that survives save/load.
 import warnings
 
 import keras
-from keras import ops
 
 from keras_regkit import _rule_store
 from keras_regkit import _selectors
@@ -23,12 +22,6 @@ from keras_regkit import saving
 from keras_regkit import _units
 from keras_regkit.constraints import MaxNorm
 from keras_regkit.regularizers import GroupLasso
-
-# kind -> (base class, an example value for error messages)
-_KINDS = {
-    "regularizer": (keras.regularizers.Regularizer, "keras_regkit.L2(1e-4)"),
-    "constraint": (keras.constraints.Constraint, "keras_regkit.MaxNorm(3.0)"),
-}
 
 
 def regularize(model, rules, *, target="kernel"):
@@ -178,7 +171,7 @@ def _apply_rules(model, rules, target, kind):
     for owner, variable, name, value in plan.values():
         key = (id(value), tuple(variable.shape), str(variable.dtype))
         if value is not None and key not in tried:
-            _dry_run(value, variable, kind, owner, name)
+            _weights.dry_run(value, variable, kind, owner, name)
             tried.add(key)
     records, unstorable = _rule_store.records(model, plan.values(), kind)
     kept_by_config = _rule_store.kept_by_config(plan.values(), walked, kind)
@@ -304,20 +297,13 @@ def _check_rules(rules, kind):
         )
     if not items:
         raise ValueError(f"`rules` must hold at least one rule. Received: rules={rules!r}")
-    base, example = _KINDS[kind]
     checked = []
     for selector, value in items:
         if _selectors.is_path_pattern(selector):
             predicate = None  # selects variables by path
         else:
             predicate = _selectors.as_predicate(selector, name="selector")
-        if value is not None and not isinstance(value, base):
-            raise TypeError(
-                f"The value of rule {_selectors.describe(selector)} must be a "
-                f"`keras.{kind}s.{base.__name__}` instance (e.g. {example}) or "
-                f"None to remove one. Received: {value!r} of type "
-                f"{type(value).__name__}"
-            )
+        _weights.check_value(value, kind, f"The value of rule {_selectors.describe(selector)}")
         checked.append((selector, predicate, value))
     return checked
 
@@ -353,31 +339,6 @@ def _missing_weight_message(layer, name, selector):
         f"{_selectors.describe(selector)}) has no '{name}' weight. Its weights: "
         f"{weights}.{hint} Received: target={name!r}"
     )
-
-
-def _dry_run(value, variable, kind, layer, name):
-    shape = tuple(variable.shape)
-    where = (
-        f"The {kind} {value!r} for '{name}' of layer '{layer.name}' "
-        f"(variable '{variable.path}', shape {shape})"
-    )
-    try:
-        result = value(ops.zeros(shape, dtype=variable.dtype))
-    except Exception as error:
-        raise ValueError(
-            f"{where} failed on a zero tensor of that shape: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    result_shape = tuple(ops.shape(result))
-    if kind == "regularizer" and result_shape != ():
-        raise ValueError(
-            f"{where} must return a scalar. Received shape {result_shape}"
-        )
-    if kind == "constraint" and result_shape != shape:
-        raise ValueError(
-            f"{where} must return a tensor of the same shape. Received shape "
-            f"{result_shape}"
-        )
 
 
 def _warn_about_persistence(planned, kept_by_config, unstorable, kind):

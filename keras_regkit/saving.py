@@ -63,13 +63,14 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     model = keras.saving.load_model(
         filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
     )
-    stored = _rule_store.read_records(filepath, archive_required=False)
+    stored = _rule_store.read_records(
+        filepath, variable_count=_variable_count(model), archive_required=False)
     if stored:
-        _restore(model, filepath, stored, safe_mode)
+        _restore(model, filepath, stored, safe_mode, custom_objects)
     return model
 
 
-def restore_rules(model, filepath, *, safe_mode=True):
+def restore_rules(model, filepath, *, safe_mode=True, custom_objects=None):
     """Re-applies the rules stored in a `.keras` file to the model loaded from it.
 
     `regularize` and `constrain` record each rule on the model, and
@@ -86,35 +87,58 @@ def restore_rules(model, filepath, *, safe_mode=True):
         model: The `keras.Model` loaded from `filepath`.
         filepath: The `.keras` file.
         safe_mode: Passed to `keras.saving.deserialize_keras_object`.
+        custom_objects: As for `keras.saving.load_model`: classes of rules
+            that are not registered.
 
     Returns:
         `model`, changed in place.
 
     Raises:
-        ValueError: `filepath` is not a `.keras` file, or a recorded variable
-            is not in `model` (nothing is changed then).
+        ValueError: `filepath` is not a `.keras` file; its rule records are
+            malformed or too large for `model`; a recorded variable is not in
+            `model`; a rule fails on its variable's shape.
+        TypeError: a recorded value is not a rule of its kind (a constraint
+            recorded as a regularizer).
+
+    The records of a file are input: every one is checked as `regularize`
+    and `constrain` check their rules (through the same code) before any is
+    applied, and on any error the model is left as it was.
     """
     _selectors.check_model(model)
-    return _restore(model, filepath, _rule_store.read_records(filepath), safe_mode)
+    stored = _rule_store.read_records(filepath, variable_count=_variable_count(model))
+    return _restore(model, filepath, stored, safe_mode, custom_objects)
 
 
-def _restore(model, filepath, stored_records, safe_mode):
-    """`restore_rules` with the records `_rule_store.read_records` read from `filepath`."""
+def _variable_count(model):
+    return len(_selectors.unique_variables(model.weights))
+
+
+def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
+    """`restore_rules` with the records `_rule_store.read_records` read from `filepath`.
+
+    Checks every record first (its variable is found, its value loads, is a
+    rule of its kind and runs on the variable's shape), then applies them
+    all; if applying fails anyway, what was applied is undone.
+    """
     owners = _selectors.variable_owners(model)
     weights = _selectors.unique_variables(model.weights)
-    plan, missing = [], []
-    for holder, stored in stored_records:
-        for record in stored:
-            variable = _find_recorded(weights, record, top=holder == "")
+    index = _PathIndex(weights)
+    plan, missing = {}, []  # (kind, id(variable)) -> (owner, variable, kind, value)
+    for holder, member, stored in stored_records:
+        for number, record in enumerate(stored):
+            where = f"record {number} of '{member}' in {filepath!r}"
+            variable = index.find(record, top=holder == "")
             if variable is None:
                 missing.append(record["variable"])
                 continue
-            value = None
-            if record["value"] is not None:
-                value = keras.saving.deserialize_keras_object(
-                    record["value"], safe_mode=safe_mode
-                )
-            plan.append((owners.get(id(variable), model), variable, record["kind"], value))
+            kind, owner = record["kind"], owners.get(id(variable), model)
+            value = _load_value(record, kind, where, safe_mode, custom_objects)
+            if value is not None:
+                try:
+                    _weights.dry_run(value, variable, kind, owner, variable.name)
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}. Nothing was changed.") from error
+            plan[(kind, id(variable))] = (owner, variable, kind, value)
     if missing:
         raise ValueError(
             f"{len(missing)} rule(s) stored in {filepath!r} name variables that "
@@ -122,37 +146,76 @@ def _restore(model, filepath, stored_records, safe_mode):
             f"position and shape): {missing[:10]}. Was `model` loaded from this "
             "file? Nothing was changed."
         )
+    records = []
+    for kind in _weights.KINDS:
+        planned = [(o, v, v.name, value) for o, v, k, value in plan.values() if k == kind]
+        records.extend(_rule_store.records(model, planned, kind)[0])
+    # Everything is valid: apply, undoing it all if Keras refuses a value anyway.
+    undo = []
+    try:
+        for owner, variable, kind, value in plan.values():
+            undo.append(_weights.current(owner, variable, variable.name, kind))
+            _weights.attach(owner, variable, variable.name, kind, value)
+    except Exception:
+        for previous in reversed(undo):
+            _weights.put_back(previous)
+        raise
     store = _rule_store.store_of(model)
-    for owner, variable, kind, value in plan:
-        _weights.attach(owner, variable, variable.name, kind, value)
-    for kind in ("regularizer", "constraint"):
-        planned = [(o, v, v.name, value) for o, v, k, value in plan if k == kind]
-        for record in _rule_store.records(model, planned, kind)[0]:
-            store.put(record)
+    for record in records:
+        store.put(record)
     _weights.reset_compiled_functions(model)
     return model
 
 
-def _find_recorded(weights, record, top):
-    """The variable a record names: by path (leading scopes may differ) and shape;
-    the recorded position decides between equal paths, and stands alone only
-    when no path matches (auto-generated layer names that changed on reload)."""
-    shape = list(record["shape"])
-    path = record["variable"]
+def _load_value(record, kind, where, safe_mode, custom_objects):
+    """The rule a record holds, deserialized and checked as `regularize` checks one."""
+    if record["value"] is None:
+        return None
+    try:
+        value = keras.saving.deserialize_keras_object(
+            record["value"], custom_objects=custom_objects, safe_mode=safe_mode)
+    except Exception as error:
+        raise ValueError(
+            f"The {kind} of {where} does not load: {type(error).__name__}: "
+            f"{error}. Nothing was changed.") from error
+    return _weights.check_value(value, kind, f"The {kind} of {where}")
 
-    def same_path(variable):
-        return (variable.path == path or variable.path.endswith("/" + path)
-                or path.endswith("/" + variable.path))
 
-    at_index = None
-    if top and record["index"] < len(weights):
-        at_index = weights[record["index"]]
-        if list(at_index.shape) != shape:
-            at_index = None
-    found = [v for v in weights if list(v.shape) == shape and same_path(v)]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        return at_index if any(v is at_index for v in found) else None
-    return at_index
+class _PathIndex:
+    """Finds a record's variable in `weights` in time independent of their number.
 
+    By path (leading scopes may differ either way: the ruled model may have
+    been nested in the saved one, or the saved one in the loaded one) and
+    shape; the recorded position decides between equal paths, and stands
+    alone only when no path matches (auto-generated layer names that changed
+    on reload).
+    """
+
+    def __init__(self, weights):
+        self.weights = weights
+        self.by_path = {}  # full path -> [variable]
+        self.by_suffix = {}  # each "/"-suffix of a path, the path too -> [variable]
+        for variable in weights:
+            parts = variable.path.split("/")
+            self.by_path.setdefault(variable.path, []).append(variable)
+            for start in range(len(parts)):
+                self.by_suffix.setdefault("/".join(parts[start:]), []).append(variable)
+
+    def find(self, record, top):
+        shape = list(record["shape"])
+        path = record["variable"]
+        at_index = None
+        if top and record["index"] < len(self.weights):
+            at_index = self.weights[record["index"]]
+            if list(at_index.shape) != shape:
+                at_index = None
+        parts = path.split("/")
+        candidates = list(self.by_suffix.get(path, []))  # ends with the path
+        for start in range(1, len(parts)):  # is a tail of the path
+            candidates.extend(self.by_path.get("/".join(parts[start:]), []))
+        found = list({id(v): v for v in candidates if list(v.shape) == shape}.values())
+        if len(found) == 1:
+            return found[0]
+        if found:
+            return at_index if any(v is at_index for v in found) else None
+        return at_index
