@@ -6,10 +6,12 @@ constrained variable looks like.
 """
 
 import contextlib
+import importlib
 import inspect
 import json
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -33,7 +35,10 @@ def _install_penalty_trackers(model):
     `compute_loss` is wrapped on the instance. Keras's `train_step` updates its
     `loss` tracker with the unscaled per-replica loss weighted by the batch
     size; the two metrics are updated the same way, so for every logged value
-    `loss = data_loss + penalty` up to float rounding.
+    `loss = data_loss + penalty` up to float rounding. The data loss is the
+    compiled loss computed on its own (so it stays exact beside a penalty
+    millions of times larger); under a `compute_loss` override, whose terms
+    are unknown, it is the loss minus the penalty.
     """
     if getattr(model, _TRACKERS, None) is not None:
         return
@@ -46,6 +51,8 @@ def _install_penalty_trackers(model):
     compute_loss = model.compute_loss  # the class's method (or the user's), bound
     # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
     takes_training = "training" in inspect.signature(compute_loss).parameters
+    keras_terms = getattr(compute_loss, "__func__", None) is keras.Model.compute_loss
+    traced = {"training": False}  # whether a training step went through the split
 
     def split_compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if takes_training:
@@ -54,19 +61,70 @@ def _install_penalty_trackers(model):
             total = compute_loss(x, y, y_pred, sample_weight)
         if total is None:
             return total
+        traced["training"] = traced["training"] or training is not False
         penalties = [
             ops.sum(ops.cast(loss, total.dtype)) for loss in model.losses
         ]
         raw_penalty = ops.sum(ops.stack(penalties)) if penalties else ops.zeros((), total.dtype)
-        unscaled = _distribute.unscaled_replica_loss(total)
+        if keras_terms:
+            data_loss = _distribute.unscaled_replica_loss(
+                _compiled_loss(model, y, y_pred, sample_weight, total.dtype))
+        else:
+            data_loss = _distribute.unscaled_replica_loss(total) - raw_penalty
         batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
-        data.update_state(unscaled - raw_penalty, sample_weight=batch)
+        data.update_state(data_loss, sample_weight=batch)
         penalty.update_state(raw_penalty, sample_weight=batch)
         return total
 
+    split_compute_loss.keras_regkit_traced = traced
     model.compute_loss = split_compute_loss
     for attribute in ("train_function", "test_function"):
         setattr(model, attribute, None)  # retrace with the split loss
+
+
+def _compiled_loss(model, y, y_pred, sample_weight, dtype):
+    """The loss of `compile` alone: Keras's `compute_loss` without `model.losses`.
+
+    Private: `Trainer._compile_loss`, the `CompileLoss` that Keras's own
+    `compute_loss` calls (no public API gives the loss without the
+    penalties). It runs in a `StatelessScope` whose updates are dropped:
+    its per-output loss metrics were updated by `compute_loss` already.
+    """
+    compiled = getattr(model, "_compile_loss", None)
+    value = None
+    if compiled is not None:
+        with keras.StatelessScope():
+            value = compiled(y, y_pred, sample_weight)
+    return ops.zeros((), dtype) if value is None else ops.cast(value, dtype)
+
+
+def _split_is_traced(model):
+    """Whether a training step of `model` went through the split `compute_loss`."""
+    traced = getattr(getattr(model, "compute_loss", None), "keras_regkit_traced", None)
+    return traced is None or traced["training"]
+
+
+def _require(module, argument, value, purpose):
+    """Imports `module`, or raises an `ImportError` naming the extra that installs it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"`RegularizationMonitor({argument}=...)` needs {module} to {purpose}, and it "
+            "cannot be imported. Install it with `pip install keras_regkit[monitor]`, or "
+            f"pass `{argument}=None`. Received: {argument}={value!r}"
+        ) from error
+
+
+def _prepare_folder(argument, path, first_write, errors=(OSError,)):
+    """Runs `first_write()` (which makes the folder `path`), or raises a `ValueError` naming it."""
+    try:
+        return first_write()
+    except errors as error:
+        raise ValueError(
+            f"`{argument}` must be a folder that can be created and written "
+            f"({type(error).__name__}: {error}). Received: {argument}={path!r}"
+        ) from error
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -83,7 +141,11 @@ class RegularizationMonitor(keras.callbacks.Callback):
     `tf.distribute` (each replica's share is unscaled as Keras unscales
     `loss`). Validation gets `val_penalty` and `val_data_loss`. A model without
     penalties logs `penalty = 0`. The decay of `DecoupledWeightDecay` happens
-    in the optimizer, not in the loss: it is not in `penalty`.
+    in the optimizer, not in the loss: it is not in `penalty`. `data_loss` is
+    computed on its own, not as `loss - penalty`: it stays exact when the
+    penalty dwarfs it (where float32 `loss` has lost it). A model whose own
+    `train_step` does not call `compute_loss` cannot be split: the monitor
+    warns once per `fit`.
 
     The two numbers come from `Mean` metrics that the first `fit` with a
     monitor adds to the model (they stay in `model.metrics`, so a later
@@ -105,7 +167,11 @@ class RegularizationMonitor(keras.callbacks.Callback):
     appended to `<log_dir>/regularization.jsonl` as they are made, drawn in
     `<log_dir>/regularization.png` at the end of training (matplotlib, a panel
     per quantity, a line per variable), and written as TensorBoard scalars to
-    `tensorboard_dir` (TensorFlow's summary writer).
+    `tensorboard_dir` (TensorFlow's summary writer). What these need is
+    checked when training begins, before the first step: a missing extra
+    (matplotlib for the PNG, tensorboard for the scalars) raises an
+    `ImportError` naming `pip install keras_regkit[monitor]`, a folder that
+    cannot be made or written a `ValueError` naming it.
 
     Args:
         log_dir: Folder for the JSON lines and the PNG, or `None` (keep the
@@ -140,22 +206,50 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self.per_variable = per_variable
         self.rows = []
         self._writer = None
+        self._checked_split = True  # set to False when a fit begins
 
     def set_model(self, model):
         super().set_model(model)
         _install_penalty_trackers(model)
 
     def on_train_begin(self, logs=None):
+        # Whatever can fail does so here, before the first step, not after training.
         self.rows = []
+        self._checked_split = False
+        if self.log_dir is not None and self.per_variable:
+            _require("matplotlib", "log_dir", self.log_dir, "draw regularization.png")
+        if self.tensorboard_dir is not None:
+            _require("tensorboard", "tensorboard_dir", self.tensorboard_dir,
+                     "write TensorBoard scalars")
         if self.log_dir is not None:
-            os.makedirs(self.log_dir, exist_ok=True)
-            open(os.path.join(self.log_dir, "regularization.jsonl"), "w").close()
+            _prepare_folder("log_dir", self.log_dir, self._start_json_lines)
         if self.tensorboard_dir is not None:
             import tensorflow as tf
 
-            self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+            self._writer = _prepare_folder(
+                "tensorboard_dir", self.tensorboard_dir,
+                lambda: tf.summary.create_file_writer(self.tensorboard_dir),
+                (OSError, tf.errors.OpError),
+            )
+
+    def _start_json_lines(self):
+        os.makedirs(self.log_dir, exist_ok=True)
+        open(os.path.join(self.log_dir, "regularization.jsonl"), "w").close()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._checked_split:
+            self._checked_split = True  # once per fit: the step is traced by now
+            if not _split_is_traced(self.model):
+                warnings.warn(
+                    f"`RegularizationMonitor`: model '{self.model.name}' "
+                    f"({type(self.model).__name__}) has its own `train_step`, which does "
+                    "not call `self.compute_loss(...)`: the monitor cannot split its "
+                    "loss, and its logs get no `penalty` or `data_loss`. Compute the "
+                    "loss with `self.compute_loss(x=x, y=y, y_pred=y_pred, "
+                    "sample_weight=sample_weight, training=True)` to have them.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         if not self.per_variable:
             return
         rows = variable_statistics(self.model, epoch=epoch)
