@@ -9,6 +9,12 @@ import math
 import numbers
 import os
 
+# The largest integer a TensorFlow int64 holds: counts and sizes beyond it
+# (`train_limit=10**23`) cannot become a tensor.
+MAX_INT = 2**63 - 1
+# `keras.utils.set_random_seed` seeds NumPy, which takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
 
 def _received(name, value):
     return f"Received: {name}={value!r}"
@@ -57,7 +63,7 @@ def rate(value, name="rate"):
 
 
 def positive_int(value, name):
-    """Returns `value` as an int `>= 1`, refusing bools and floats."""
+    """Returns `value` as an int `>= 1` (and at most `MAX_INT`), refusing bools and floats."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"`{name}` must be an integer >= 1. {_received(name, value)} "
@@ -65,6 +71,10 @@ def positive_int(value, name):
         )
     if value < 1:
         raise ValueError(f"`{name}` must be >= 1. {_received(name, value)}")
+    if value > MAX_INT:
+        raise ValueError(
+            f"`{name}` must be at most 2**63 - 1 (TensorFlow's int64). {_received(name, value)}"
+        )
     return int(value)
 
 
@@ -140,6 +150,18 @@ def seed(value, name="seed"):
             f"of type {type(value).__name__}"
         )
     return int(value)
+
+
+def random_seed(value, name="seed"):
+    """Returns `value` as an int from 0 to `MAX_SEED`, or `None`: a seed for
+    `keras.utils.set_random_seed` (which seeds Python, NumPy and the backend)."""
+    value = seed(value, name)
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise ValueError(
+            f"`{name}` must be between 0 and 2**32 - 1 ({MAX_SEED}), as NumPy's seed. "
+            f"{_received(name, value)}"
+        )
+    return value
 
 
 def boolean(value, name):

@@ -52,7 +52,8 @@ class RunSettings:
             textbook; VGG-like only). Defaults to `2`.
         standardize: Per-channel standardization instead of [0, 1] scaling.
         strategy: `"default"`, `"mirrored"` or `"multiworker"`.
-        seed: Seed for weights, dropout, shuffling and augmentation, or `None`.
+        seed: Seed for weights, dropout, shuffling and augmentation (0 to
+            2**32 - 1, as NumPy takes), or `None`.
 
     Every value is checked when the object is built: a `ValueError` or
     `TypeError` names the argument and the value received. `to_dict()` is
@@ -98,7 +99,7 @@ class RunSettings:
             "blocks": _validation.positive_int_at_most(self.blocks, "blocks", MAX_BLOCKS),
             "standardize": _validation.boolean(self.standardize, "standardize"),
             "strategy": _validation.one_of(self.strategy, "strategy", STRATEGIES),
-            "seed": _validation.seed(self.seed),
+            "seed": _validation.random_seed(self.seed),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
