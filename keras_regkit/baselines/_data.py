@@ -9,16 +9,19 @@ augmented training stream, an un-augmented pass over the same training subset
 import dataclasses
 import logging
 import os
+import re
 
 import numpy as np
 
 from keras_regkit import _validation
+from keras_regkit.baselines._errors import BaselineInputError
 
 CIFAR10_SHAPE = (32, 32, 3)
 CIFAR10_CLASSES = 10
 PAD = 4  # pixels of zero padding before the random 32x32 crop
 
-__all__ = ["CIFAR10Data", "CIFAR10NotFoundError", "load_cifar10", "make_pipeline"]
+__all__ = ["CIFAR10Data", "CIFAR10NotFoundError", "CIFAR10ReadError", "load_cifar10",
+           "make_pipeline"]
 
 
 class CIFAR10NotFoundError(FileNotFoundError):
@@ -27,6 +30,24 @@ class CIFAR10NotFoundError(FileNotFoundError):
     The message is one paragraph telling how to provide the data; command-line
     tools print it as is, without a traceback.
     """
+
+
+class CIFAR10ReadError(BaselineInputError):
+    """CIFAR-10's files are in the data directory but cannot be read (corrupt,
+    truncated or not tensorflow-datasets' own); the message names the folder."""
+
+
+def _unreadable(data_dir, error):
+    # TensorFlow's op errors begin with the function's internal name.
+    detail = " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(error)).split())
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
+    return CIFAR10ReadError(
+        f"CIFAR-10 in the tensorflow-datasets directory {data_dir!r} cannot be read "
+        f"({type(error).__name__}: {detail}). Replace it with a freshly prepared copy "
+        "(the folder that holds `cifar10/3.0.2/`) and pass it with --data-dir "
+        "(or data_dir= in Python, or TFDS_DATA_DIR)."
+    )
 
 
 def resolve_data_dir(data_dir=None):
@@ -286,6 +307,9 @@ def load_cifar10(
     Raises:
         CIFAR10NotFoundError: if the dataset is not prepared in the directory
             (the message says how to provide it).
+        CIFAR10ReadError: if its files are there but cannot be read.
+        BaselineInputError: if `train_limit + validation_size` exceeds the
+            train split.
         ImportError: if `tensorflow-datasets` is not installed.
     """
     batch_size = _validation.positive_int(batch_size, "batch_size")
@@ -305,6 +329,16 @@ def load_for_run(settings, replicas=1):
                  train_limit=settings.train_limit, test_limit=settings.test_limit,
                  standardize=settings.standardize, shuffle_buffer=None,
                  seed=settings.data_seed, validation_size=None)
+
+
+def _read_errors():
+    """What tfds and tf.data raise for files that are there but not readable."""
+    from google.protobuf import message
+    from google.protobuf import json_format
+
+    tf = _import_tf()
+    return (OSError, ValueError, KeyError, json_format.Error, message.Error,
+            tf.errors.OpError)
 
 
 def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize,
@@ -337,18 +371,30 @@ def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize
         # tfds signals "not prepared" with an AssertionError.
         detail = str(error).split(". ")[0]
         raise CIFAR10NotFoundError(missing_data_message(resolved_dir, detail)) from None
+    except _read_errors() as error:  # there, but its description is not readable
+        raise _unreadable(resolved_dir, error) from None
     finally:
         absl_logger.setLevel(level)
 
     validation_raw = None
     if validation_size is not None:
+        try:
+            split_size = _count(train_raw)  # known from the metadata, without reading
+        except _read_errors() as error:
+            raise _unreadable(resolved_dir, error) from None
+        if train_limit is None and validation_size >= split_size:
+            raise BaselineInputError(
+                f"`validation_size` must leave training images: the train split has "
+                f"{split_size} images. Received: validation_size={validation_size}"
+            )
+        if train_limit is not None and train_limit + validation_size > split_size:
+            raise BaselineInputError(
+                f"The train split has {split_size} images: train_limit + validation_size "
+                f"must be at most that. Received: train_limit={train_limit}, "
+                f"validation_size={validation_size}"
+            )
         if train_limit is None:
-            train_limit = _read_through(train_raw) - validation_size
-            if train_limit <= 0:
-                raise ValueError(
-                    "`validation_size` must leave training images in the train "
-                    f"split. Received: validation_size={validation_size}"
-                )
+            train_limit = split_size - validation_size
         validation_raw = train_raw.skip(train_limit).take(validation_size).cache()
     if train_limit is not None:
         train_raw = train_raw.take(train_limit)
@@ -357,13 +403,11 @@ def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize
     # Decode once, keep the uint8 images in memory (shared by `train`,
     # `train_eval` and the statistics); the full first pass fills the caches.
     train_raw, test_raw = train_raw.cache(), test_raw.cache()
-    num_train, num_test = _read_through(train_raw), _read_through(test_raw)
-    num_validation = 0 if validation_raw is None else _read_through(validation_raw)
-    if validation_raw is not None and num_validation == 0:
-        raise ValueError(
-            "The train split has no images after the first "
-            f"{train_limit} for validation. Received: validation_size={validation_size}"
-        )
+    try:
+        num_train, num_test = _read_through(train_raw), _read_through(test_raw)
+        num_validation = 0 if validation_raw is None else _read_through(validation_raw)
+    except _read_errors() as error:  # corrupt or truncated records
+        raise _unreadable(resolved_dir, error) from None
     if num_train == 0 or num_test == 0:
         raise CIFAR10NotFoundError(
             missing_data_message(resolved_dir, "the train or test split is empty")
