@@ -5,15 +5,20 @@
     keras-regkit compare runs/* --plot runs/compare.png
     keras-regkit sweep cifar10 --variant l2 --param l2 --values 1e-5,1e-4,1e-3,1e-2 --out runs/sweep
 
-Bad input (an unknown variant, `--epochs 0`, an unwritable `--out`, missing
-CIFAR-10 data, a bad `TF_CONFIG`) prints one clear message and exits with
-code 2 before anything is written.
+Bad input (an unknown variant, `--epochs 0`, an unwritable or non-empty
+`--out`, missing or corrupt CIFAR-10 data, a bad `TF_CONFIG`, a run folder
+`compare` cannot read) prints one line and exits with code 2 before anything
+is written. Programming errors still raise. A run folder is written beside
+`--out` and moved into place when complete (see `baselines._run_folder`).
 """
 
 import argparse
 import dataclasses
 import os
+import re
 import sys
+
+from keras_regkit import _validation
 
 # No model code and no tensorflow_datasets behind these: `--help` does not load them.
 from keras_regkit.baselines._settings import MAX_BLOCKS
@@ -30,12 +35,22 @@ EXIT_USAGE = 2
 
 def _positive_int(text):
     try:
+        return _validation.positive_int(int(text), "value")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1 (and at most 2**63 - 1), got {text!r}") from None
+
+
+def _seed(text):
+    """Parses `--seed`; the range is `_validation.random_seed`'s."""
+    try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    try:
+        return _validation.random_seed(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _float_list(text):
@@ -78,7 +93,11 @@ def build_parser():
     run.add_argument("--batch-size", type=_positive_int, default=None,
                      help=f"per-replica batch size (default: {RunSettings.batch_size}; "
                           f"{QUICK['batch_size']} with --quick)")
-    run.add_argument("--out", required=True, help="run folder to write")
+    run.add_argument("--out", required=True,
+                     help="run folder to write (refused if not empty, unless --overwrite)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out that holds an earlier run (or --quick "
+                          "pair); it is replaced only when the new run is complete")
     run.add_argument("--train-limit", type=_positive_int, default=None,
                      help=f"use only the first N training images "
                           f"({QUICK['train_limit']} with --quick)")
@@ -107,7 +126,8 @@ def build_parser():
                           f"validated on {QUICK['test_limit']} test images; --out gets a "
                           "run folder for each and compare.png (explicit --epochs, "
                           "--train-limit, --test-limit, --batch-size win)")
-    run.add_argument("--seed", type=int, default=None, help="random seed")
+    run.add_argument("--seed", type=_seed, default=None,
+                     help="random seed, 0 to 2**32 - 1")
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                      help="Keras progress output (default: %(default)s, progress bars)")
 
@@ -147,8 +167,12 @@ def build_parser():
                        help="test images for the chosen value (default: all 10,000)")
     sweep.add_argument("--data-dir", default=None,
                        help="tensorflow-datasets directory (default: $TFDS_DATA_DIR)")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
-    sweep.add_argument("--seed", type=int, default=None)
+    sweep.add_argument("--out", default="runs/sweep",
+                       help="output folder, refused if not empty unless --overwrite "
+                            "(default: %(default)s)")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="replace a non-empty --out that holds an earlier sweep")
+    sweep.add_argument("--seed", type=_seed, default=None, help="random seed, 0 to 2**32 - 1")
     sweep.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
 
     compare = commands.add_parser(
@@ -163,8 +187,22 @@ def build_parser():
 
 
 def _fail(message):
-    print(f"keras-regkit: error: {message}", file=sys.stderr)
+    """Prints `message` as one line, as argparse prints its errors; returns the exit code."""
+    line = " ".join(str(message).split())
+    print(f"keras-regkit: error: {line}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _negative_values(argv):
+    """`--values -1,1e-3` as `--values=-1,1e-3`: argparse would take `-1,1e-3`
+    for an option and say only "expected one argument"; `check_sweep` then
+    says what is wrong with the values."""
+    argv = list(argv)
+    for index, arg in enumerate(argv[:-1]):
+        if arg == "--values" and re.match(r"-[\d.]", argv[index + 1]):
+            argv[index:index + 2] = [f"--values={argv[index + 1]}"]
+            break
+    return argv
 
 
 def run_settings(args):
@@ -188,8 +226,8 @@ def _run_cifar10(args, argv):
     command = ["keras-regkit", *argv]
     if args.quick:
         return _run_quick(settings, args, command)
-    result = cifar10.train(settings=settings, out=args.out, verbose=args.verbose,
-                           command=command)
+    result = cifar10.train(settings=settings, out=args.out, overwrite=args.overwrite,
+                           verbose=args.verbose, command=command)
     metrics = result["metrics"]
     print(
         f"{metrics['variant']}: test accuracy {metrics['test_accuracy']:.4f}, "
@@ -203,22 +241,27 @@ def _run_cifar10(args, argv):
 
 
 def _run_quick(settings, args, command):
-    """`--quick`: `none` and the variant on the same small subset, side by side."""
+    """`--quick`: `none` and the variant on the same small subset, side by side.
+
+    The pair and compare.png are written as one folder: whole or not at all.
+    """
+    from keras_regkit.baselines import _run_folder
     from keras_regkit.baselines import cifar10
 
-    cifar10.check_output_dir(args.out)
-    folders = []
-    for name in dict.fromkeys(["none", settings.variant.name]):
-        result = cifar10.train(
-            settings=dataclasses.replace(settings, variant=name),
-            out=os.path.join(args.out, name), verbose=args.verbose, command=command,
-        )
-        folders.append(result["out"])
-    plot = os.path.join(args.out, "compare.png")
-    print(f"Quick comparison: {settings.train_limit} training images, {settings.epochs} "
-          f"epochs, validation = the first {settings.test_limit} test images")
-    cifar10.compare_runs(folders, plot=plot)
-    print(f"curves: {plot}")
+    out = _run_folder.check_output_dir(args.out)
+    _run_folder.check_replaceable(out, args.overwrite, "--quick run")
+    with _run_folder.staged(out, args.overwrite, "--quick run") as staging:
+        folders = []
+        for name in dict.fromkeys(["none", settings.variant.name]):
+            result = cifar10.train(
+                settings=dataclasses.replace(settings, variant=name),
+                out=os.path.join(staging, name), verbose=args.verbose, command=command,
+            )
+            folders.append(result["out"])
+        print(f"Quick comparison: {settings.train_limit} training images, {settings.epochs} "
+              f"epochs, validation = the first {settings.test_limit} test images")
+        cifar10.compare_runs(folders, plot=os.path.join(staging, _run_folder.QUICK_PLOT))
+    print(f"curves: {os.path.join(args.out, _run_folder.QUICK_PLOT)}")
     return 0
 
 
@@ -239,7 +282,8 @@ def _run_sweep(args, argv):
         max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
         train_limit=args.train_limit, validation_size=args.validation_size,
         test_limit=args.test_limit, data_dir=args.data_dir, out=args.out,
-        seed=args.seed, verbose=args.verbose, command=["keras-regkit", *argv],
+        overwrite=args.overwrite, seed=args.seed, verbose=args.verbose,
+        command=["keras-regkit", *argv],
     )
     print(f"wrote {os.path.abspath(args.out)}")
     return 0
@@ -247,17 +291,8 @@ def _run_sweep(args, argv):
 
 def _run_compare(args):
     from keras_regkit.baselines import _report
-    from keras_regkit.baselines._errors import OutputDirError
 
-    if args.plot is not None:
-        parent = os.path.dirname(os.path.abspath(args.plot)) or "."
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise OutputDirError(
-                f"Cannot write --plot {args.plot!r}: {parent!r} is not a writable folder."
-            )
-        if os.path.isdir(args.plot):
-            raise OutputDirError(f"Cannot write --plot {args.plot!r}: it is a folder.")
-    _report.compare_runs(args.runs, plot=args.plot)
+    _report.compare_runs(args.runs, plot=args.plot)  # checks --plot before reading
     if args.plot is not None:
         print(f"curves: {args.plot}")
     return 0
@@ -268,7 +303,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_negative_values(argv))
     except SystemExit as exit_:  # argparse already printed the usage error
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

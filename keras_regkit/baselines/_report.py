@@ -7,10 +7,13 @@ so no display and no global backend switch is needed.
 """
 
 import json
+import numbers
 import os
 import time
 
 from keras_regkit import _tables
+from keras_regkit.baselines import _run_folder
+from keras_regkit.baselines._errors import OutputDirError
 from keras_regkit.baselines._errors import RunFolderError
 
 TABLE_COLUMNS = (
@@ -86,29 +89,94 @@ def write_run(directory, *, model, history, metrics, started=None):
     _write_json(os.path.join(directory, "metrics.json"), metrics)
 
 
+# metrics.json's values that `format_table` and `plot_runs` read, by kind
+# (`None` or absent: shown as `-`); other keys are not read.
+_NUMBERS = ("test_accuracy", "train_accuracy", "gap", "test_loss", "penalty_share",
+            "train_seconds")
+_COUNTS = ("epochs", "num_train")
+
+
+def _read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError too
+        raise RunFolderError(
+            f"{what} cannot be read ({error.__class__.__name__}: {error})."
+        ) from None
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_metrics(metrics, where):
+    if not isinstance(metrics, dict):
+        raise RunFolderError(
+            f"{where}: metrics.json must hold a JSON object. "
+            f"Received: a {type(metrics).__name__}"
+        )
+    if "test_accuracy" not in metrics:
+        raise RunFolderError(f"{where}: metrics.json has no test_accuracy.")
+    for key in _NUMBERS + _COUNTS + ("variant",):
+        value = metrics.get(key)
+        if key == "variant":
+            expected, ok = "a string", value is None or isinstance(value, str)
+        elif key in _COUNTS:
+            expected, ok = "an integer", value is None or (
+                isinstance(value, numbers.Integral) and not isinstance(value, bool))
+        else:
+            expected, ok = "a number", (value is None and key != "test_accuracy") or (
+                _is_number(value))
+        if not ok:
+            raise RunFolderError(
+                f"{where}: metrics.json's {key} must be {expected}. Received: {key}={value!r}"
+            )
+
+
+def _check_history(history, where):
+    if not isinstance(history, dict):
+        raise RunFolderError(
+            f"{where}: history.json must hold a JSON object of per-epoch lists. "
+            f"Received: a {type(history).__name__}"
+        )
+    for key, values in history.items():
+        if not isinstance(values, list) or not all(_is_number(value) for value in values):
+            raise RunFolderError(
+                f"{where}: history.json's {key} must be a list of numbers. "
+                f"Received: {key}={values!r:.80}"
+            )
+
+
 def load_run(directory):
     """Reads a finished run folder: `{"name", "path", "metrics", "history"}`.
 
     Raises:
-        RunFolderError: if `directory` has no readable metrics.json.
+        RunFolderError: if `directory` is not a finished run folder (no
+            metrics.json, which a run writes last; or the temporary folder of
+            a run still being written), or its metrics.json or history.json
+            cannot be read or hold values of the wrong type.
     """
     path = os.fspath(directory)
-    try:
-        with open(os.path.join(path, "metrics.json"), encoding="utf-8") as handle:
-            metrics = json.load(handle)
-        history = {}
-        history_path = os.path.join(path, "history.json")
-        if os.path.exists(history_path):
-            with open(history_path, encoding="utf-8") as handle:
-                history = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise RunFolderError(
-            f"{path!r} is not a finished run folder (no readable metrics.json: "
-            f"{error.__class__.__name__})."
-        ) from None
-    if not isinstance(metrics, dict) or "test_accuracy" not in metrics:
-        raise RunFolderError(f"{path!r}: metrics.json has no test_accuracy.")
     name = os.path.basename(os.path.normpath(path))
+    if name.startswith(".") and _run_folder.PARTIAL in name:
+        raise RunFolderError(
+            f"{path!r} is the temporary folder of an unfinished run (still being "
+            "written, or stopped before it finished); compare finished run folders."
+        )
+    metrics_path = os.path.join(path, "metrics.json")
+    if not os.path.isfile(metrics_path):
+        raise RunFolderError(
+            f"{path!r} is not a finished run folder: it has no metrics.json (a run "
+            "writes it last)."
+        )
+    metrics = _read_json(metrics_path, f"{path!r}: metrics.json")
+    _check_metrics(metrics, repr(path))
+    history = {}
+    history_path = os.path.join(path, "history.json")
+    if os.path.exists(history_path):
+        history = _read_json(history_path, f"{path!r}: history.json")
+        _check_history(history, repr(path))
     return {"name": name, "path": path, "metrics": metrics, "history": history}
 
 
@@ -187,6 +255,8 @@ def compare_runs(directories, *, plot=None, print_fn=print):
 
     Raises:
         RunFolderError: if no folder is given or one is not a finished run.
+        OutputDirError: if `plot` cannot be written, or is a folder, or a
+            file in one of the run folders (checked before anything is read).
     """
     directories = list(directories)
     if plot is not None:
@@ -194,10 +264,15 @@ def compare_runs(directories, *, plot=None, print_fn=print):
         directories = [d for d in directories if os.path.abspath(os.fspath(d)) != plot_path]
     # A glob such as `runs/*` also matches files beside the run folders (logs).
     directories = [d for d in directories if not os.path.isfile(os.fspath(d))]
+    if plot is not None:
+        _run_folder.check_plot_path(plot, directories)
     if not directories:
         raise RunFolderError("No run folder given to compare.")
     runs = [load_run(directory) for directory in directories]
     print_fn(format_table(runs))
     if plot is not None:
-        plot_runs(runs, os.fspath(plot))
+        try:
+            plot_runs(runs, os.fspath(plot))
+        except OSError as error:  # e.g. a full disk, found only when writing
+            raise OutputDirError(f"Cannot write the plot {os.fspath(plot)!r}: {error}.") from None
     return runs

@@ -7,7 +7,6 @@ accuracy is measured once, for the chosen value only.
 
 import dataclasses
 import os
-import shutil
 import time
 
 from keras_regkit import _tables
@@ -15,6 +14,7 @@ from keras_regkit import _validation
 from keras_regkit import tuning
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
+from keras_regkit.baselines import _run_folder
 from keras_regkit.baselines import _training
 from keras_regkit.baselines._data import load_cifar10
 from keras_regkit.baselines._settings import SWEEP_PARAMS
@@ -66,6 +66,7 @@ def sweep(
     test_limit=None,
     data_dir=None,
     out="runs/sweep",
+    overwrite=True,
     seed=None,
     verbose=1,
     print_fn=print,
@@ -91,7 +92,10 @@ def sweep(
     and its test accuracy; the arguments, the command line `command` and the
     versions, as a run folder's metrics.json), `chosen.json` (`{param: value}`), and
     `validation_curve.png` (λ on a log axis; train and validation accuracy),
-    plus KerasTuner's own folder `tuner/`. Prints the table.
+    plus KerasTuner's own folder `tuner/`. Prints the table. As a run folder
+    (`train`), `out` is written whole or not at all; a non-empty `out` is
+    replaced only with `overwrite=True` (the command line's `--overwrite`)
+    and only if it holds an earlier sweep's files.
 
     Returns:
         The dict written to `sweep.json`.
@@ -99,8 +103,10 @@ def sweep(
     base, field, values = check_sweep(variant, param, values, tuner)
     epochs = _validation.positive_int(epochs, "epochs")
     max_trials = _validation.optional_positive_int(max_trials, "max_trials")
-    seed = _validation.seed(seed)
-    out = _training.check_output_dir(out)
+    seed = _validation.random_seed(seed)
+    out = _run_folder.check_output_dir(out)
+    overwrite = _validation.boolean(overwrite, "overwrite")
+    _run_folder.check_replaceable(out, overwrite, "sweep")
     arguments = {
         "variant": base.name, "param": param, "values": values, "tuner": tuner,
         "max_trials": max_trials, "epochs": epochs, "batch_size": batch_size,
@@ -145,60 +151,48 @@ def sweep(
             })
             return history
 
-    existed = os.path.exists(out)
-    os.makedirs(out, exist_ok=True)
-    common = dict(objective="val_accuracy", directory=out, project_name="tuner",
-                  overwrite=True, seed=seed)
-    trials = max_trials or len(values)
-    if tuner == "grid":
-        search = keras_tuner.GridSearch(VariantHyperModel(), max_trials=trials, **common)
-    elif tuner == "bayesian":
-        search = keras_tuner.BayesianOptimization(VariantHyperModel(), max_trials=trials, **common)
-    else:
-        search = keras_tuner.Hyperband(VariantHyperModel(), max_epochs=epochs, **common)
-    try:
+    with _run_folder.staged(out, overwrite, "sweep") as staging:
+        common = dict(objective="val_accuracy", directory=staging, project_name="tuner",
+                      overwrite=True, seed=seed)
+        trials = max_trials or len(values)
+        if tuner == "grid":
+            search = keras_tuner.GridSearch(VariantHyperModel(), max_trials=trials, **common)
+        elif tuner == "bayesian":
+            search = keras_tuner.BayesianOptimization(
+                VariantHyperModel(), max_trials=trials, **common)
+        else:
+            search = keras_tuner.Hyperband(VariantHyperModel(), max_epochs=epochs, **common)
         search.search(data.train, epochs=epochs, validation_data=data.validation,
                       shuffle=False, verbose=verbose)
         _add_trial_scores(rows, search.oracle.trials.values(), param)
         best_trial = search.oracle.get_best_trials(1)[0]
         if best_trial.score is None:
-            raise RuntimeError(
-                "Every KerasTuner trial failed; see the errors above "
-                f"(and {os.path.join(out, 'tuner')})."
-            )
+            raise RuntimeError("Every KerasTuner trial failed; see the errors above.")
         chosen_value = best_trial.hyperparameters.get(param)
         best_model = search.get_best_models(1)[0]
         scores = best_model.evaluate(data.test, verbose=0, return_dict=True)
-        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
-    except BaseException:
-        # Remove only what this sweep wrote; a folder that was there stays.
-        if existed:
-            shutil.rmtree(os.path.join(out, "tuner"), ignore_errors=True)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    result = {
-        "variant": base.name,
-        "param": param,
-        "field": field,
-        "tuner": tuner,
-        "rows": rows,
-        "chosen": {param: chosen_value},
-        "chosen_val_accuracy": float(best_trial.score),
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "split": {
-            "train": f"train[0:{data.num_train}]",
-            "validation": f"train[{data.num_train}:{data.num_train + data.num_validation}]",
-            "test": f"test[0:{data.num_test}] (chosen value only)",
-        },
-        "epochs": epochs,
-        "batch_size": batch_size,
-        **_training._provenance(arguments, command),
-    }
-    _report._write_json(os.path.join(out, "sweep.json"), result)
-    _report._write_json(os.path.join(out, "chosen.json"), {param: chosen_value})
-    plot_validation_curve(rows, param, os.path.join(out, "validation_curve.png"))
+        result = {
+            "variant": base.name,
+            "param": param,
+            "field": field,
+            "tuner": tuner,
+            "rows": rows,
+            "chosen": {param: chosen_value},
+            "chosen_val_accuracy": float(best_trial.score),
+            "test_accuracy": float(scores["accuracy"]),
+            "test_loss": float(scores["loss"]),
+            "split": {
+                "train": f"train[0:{data.num_train}]",
+                "validation": f"train[{data.num_train}:{data.num_train + data.num_validation}]",
+                "test": f"test[0:{data.num_test}] (chosen value only)",
+            },
+            "epochs": epochs,
+            "batch_size": batch_size,
+            **_training._provenance(arguments, command),
+        }
+        _report._write_json(os.path.join(staging, "sweep.json"), result)
+        _report._write_json(os.path.join(staging, "chosen.json"), {param: chosen_value})
+        plot_validation_curve(rows, param, os.path.join(staging, "validation_curve.png"))
     if print_fn is not None:
         for line in format_sweep(result):
             print_fn(line)

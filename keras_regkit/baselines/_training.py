@@ -14,48 +14,13 @@ from keras_regkit import _validation
 from keras_regkit.monitor import RegularizationMonitor
 from keras_regkit.baselines import _model
 from keras_regkit.baselines import _report
+from keras_regkit.baselines import _run_folder
 from keras_regkit.baselines._data import load_for_run
-from keras_regkit.baselines._errors import OutputDirError
 from keras_regkit.baselines._errors import StrategyConfigError
+from keras_regkit.baselines._run_folder import check_output_dir
 from keras_regkit.baselines._settings import STRATEGIES
 from keras_regkit.baselines._settings import RunSettings
 from keras_regkit.baselines._variants import DEFAULT_VARIANT
-
-OUTPUT_FILES = ("history.json", "metrics.json", "model.keras", "curves.png")
-
-
-def check_output_dir(out):
-    """Checks that the run folder `out` can be created and written; creates nothing.
-
-    Returns the absolute path. Raises `OutputDirError` if `out` is a file,
-    lies under a file, or its nearest existing folder is not writable.
-    """
-    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
-        raise OutputDirError(
-            f"The run folder must be a non-empty path. Received: out={out!r}"
-        )
-    path = os.path.abspath(os.path.expanduser(os.fspath(out)))
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        where = "is a file" if probe == path else f"lies under the file {probe!r}"
-        raise OutputDirError(
-            f"Cannot write the run folder {os.fspath(out)!r}: it {where}. "
-            "Choose another --out."
-        )
-    try:
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise PermissionError(f"no write permission on {probe!r}")
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as error:
-        raise OutputDirError(
-            f"Cannot write the run folder {os.fspath(out)!r}: {error}. "
-            "Choose another --out."
-        ) from None
-    return path
-
 
 def _tf_config():
     raw = os.environ.get("TF_CONFIG")
@@ -216,12 +181,15 @@ def _settings(variant, settings, options):
     return settings
 
 
-def train(variant=None, *, settings=None, out=None, verbose=1, command=None, **options):
+def train(variant=None, *, settings=None, out=None, overwrite=True, verbose=1, command=None,
+          **options):
     """Trains one baseline variant on CIFAR-10, evaluates it, and writes the run folder.
 
     The settings are checked (as a `RunSettings`), the run folder's
     writability and the data's presence are verified, and only then is `out`
-    created: a bad argument or missing data leaves nothing behind.
+    created: a bad argument or missing data leaves nothing behind. The folder
+    is written beside `out` and renamed to `out` when complete, so a run that
+    fails half-way leaves `out` as it was.
     `batch_size` is per replica; the global batch is
     `batch_size * strategy.num_replicas_in_sync`. Keras scales both the data
     loss and the regularization penalty by `1 / num_replicas` on each replica
@@ -238,6 +206,10 @@ def train(variant=None, *, settings=None, out=None, verbose=1, command=None, **o
             curves.png; `None` writes nothing. With `"multiworker"`, only the
             chief writes there (the others write to a temporary folder that is
             then removed).
+        overwrite: Whether a non-empty `out` may be replaced (only an earlier
+            run folder is; a folder with other files is refused). As Keras's
+            `Model.save`, `True` by default here; the command line's default
+            is to refuse (`--overwrite` allows it).
         verbose: Keras `fit` verbosity (1: progress bars).
         command: The command line, recorded in metrics.json.
         **options: The other `RunSettings` fields: `epochs`, `batch_size`,
@@ -255,11 +227,15 @@ def train(variant=None, *, settings=None, out=None, verbose=1, command=None, **o
     settings = _settings(variant, settings, options)
     if settings.strategy == "multiworker":
         _tf_config()
-    out_path = None if out is None else check_output_dir(out)
-    return _train(settings, out_path, verbose=verbose, command=command, started=started)
+    out_path = None
+    if out is not None:
+        out_path = check_output_dir(out)
+        _run_folder.check_replaceable(out_path, _validation.boolean(overwrite, "overwrite"))
+    return _train(settings, out_path, overwrite=overwrite, verbose=verbose, command=command,
+                  started=started)
 
 
-def _train(settings, out_path, *, verbose, command, started):
+def _train(settings, out_path, *, overwrite, verbose, command, started):
     variant = settings.variant
     distribution = make_strategy(settings.strategy)
     chief = is_chief(distribution)
@@ -322,15 +298,17 @@ def _train(settings, out_path, *, verbose, command, started):
         else None,
         **_provenance(settings.to_dict(), command),
     }
-    if out_path is not None:
-        target = out_path if chief else tempfile.mkdtemp(prefix="keras_regkit_worker_")
+    if out_path is not None and chief:
+        with _run_folder.staged(out_path, overwrite) as staging:
+            _report.write_run(staging, model=model, history=history, metrics=metrics,
+                              started=started)
+    elif out_path is not None:  # a worker writes too (collective ops), then throws it away
+        target = tempfile.mkdtemp(prefix="keras_regkit_worker_")
         try:
-            os.makedirs(target, exist_ok=True)
             _report.write_run(target, model=model, history=history, metrics=metrics,
                               started=started)
         finally:
-            if not chief:
-                shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
     else:
         metrics["wall_seconds"] = time.perf_counter() - started
     return {

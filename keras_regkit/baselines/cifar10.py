@@ -18,7 +18,8 @@ variants' optimizer from `keras_regkit.optimizers.DecoupledWeightDecay`.
   data, strategy, seed, ...), checked once and recorded in its run folder;
 - `train(...)`: one variant end to end (`train(variant, epochs=...)` or
   `train(settings=RunSettings(...))`), writing a run folder with
-  history.json, metrics.json, model.keras and curves.png;
+  history.json, metrics.json, model.keras and curves.png (whole or not at
+  all: a run that fails half-way leaves the folder as it was);
 - `compare_runs(...)`: the table and curves of several run folders;
 - `sweep(...)`: one variant's strength chosen on validation images with
   KerasTuner (the validation curve, the choice, its test accuracy).
@@ -40,9 +41,9 @@ from keras_regkit.baselines._report import plot_runs
 from keras_regkit.baselines._resnet import build_resnet
 from keras_regkit.baselines._settings import RunSettings
 from keras_regkit.baselines._sweep import sweep
-from keras_regkit.baselines._training import OUTPUT_FILES
-from keras_regkit.baselines._training import OutputDirError
-from keras_regkit.baselines._training import check_output_dir
+from keras_regkit.baselines._errors import OutputDirError
+from keras_regkit.baselines._run_folder import RUN_FILES as OUTPUT_FILES
+from keras_regkit.baselines._run_folder import check_output_dir
 from keras_regkit.baselines._training import make_strategy
 from keras_regkit.baselines._training import train
 from keras_regkit.baselines._variants import DEFAULT_VARIANT
