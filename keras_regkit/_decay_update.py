@@ -1,18 +1,21 @@
-"""The update rule of `DecoupledWeightDecay`, all of it, in `keras.ops`.
+"""The update rule of `DecoupledWeightDecay`, in `keras.ops`.
 
-One training step, for the variables in the decay mask (`_decay_mask`):
+The rule itself (the three `decay_scaling`s, the proximal steps, their order,
+the unit of the group step) is documented once, in the docstring of
+`keras_regkit.optimizers.DecoupledWeightDecay`; this module is its code. One
+training step, for the variables in the decay mask (`_decay_mask`):
 
-    1. decay, at the weights before the step:   w <- w - c * (w - w_ref)
-       (`decay_coefficient` gives `c`; `w_ref` is 0, or `w_0` for `toward="initial"`)
-    2. the wrapped optimizer's own step on the gradient (not here: `inner.apply`)
-    3. proximal L1:        w <- sign(w) * max(|w| - lr_t * l1, 0)
-       proximal group L1:  w_j <- w_j * max(0, 1 - lr_t * group_l1 / ||w_j||)
-       then the variable's constraint, if any, again.
+1. the decay, at the weights before the step: `decay_coefficient` gives its
+   coefficient, `decay_references` the weights it pulls toward
+   (`toward="initial"`), `apply_decay` runs it;
+2. the wrapped optimizer's own step on the gradient (not here: `inner.apply`);
+3. the proximal L1 and group-L1 steps, then the variable's constraint again:
+   `apply_proximal` (the group step's unit comes from `unit_axes_of`).
 
-`apply_decay` and `apply_proximal` run steps 1 and 3, once per training step
-also under `tf.distribute` (`_distribute.update_variables`). A step that does
-not update the weights (gradient accumulation, a skipped non-finite step) has a
-`gate` of 0 and so changes nothing.
+`apply_decay` and `apply_proximal` run once per training step, also under
+`tf.distribute` (`_distribute.update_variables`). A step that does not update
+the weights (gradient accumulation, a skipped non-finite step) has a `gate`
+of 0 and so changes nothing.
 """
 
 import math

@@ -1,4 +1,8 @@
-"""Decoupled weight decay around any Keras optimizer, with proximal sparsity."""
+"""Decoupled weight decay around any Keras optimizer, with proximal sparsity.
+
+The update rule is written once, in the docstring of `DecoupledWeightDecay`;
+`_decay_update` implements it and `_decay_mask` chooses the variables.
+"""
 
 import numbers
 
@@ -65,12 +69,20 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         l1 > 0:        w <- sign(w) * max(|w| - lr_t * l1, 0)        (exact zeros)
         group_l1 > 0:  w_j <- w_j * max(0, 1 - lr_t * group_l1 / ||w_j||)
 
-    where `w_j = w[..., j]` is output unit `j`'s fan-in (all axes but the
-    last), so whole units/filters become exactly zero (`||w_j|| = 0` is
-    safe). With both, the L1 step comes first (together: the proximal
-    operator of the sparse group lasso). The thresholds scale with `lr_t`
-    whatever `decay_scaling` is. A variable's constraint, if any, is applied
-    again after them.
+    where `w_j` is one unit of the variable, so whole units/filters become
+    exactly zero (`||w_j|| = 0` is safe). The optimizer sees variables, not
+    layers, so the unit comes from the variable: the `axis` of its
+    `GroupLasso` regularizer or its `MaxNorm` constraint (the regularizer
+    first), whichever is not `"auto"`. `regularize`/`constrain` write the
+    layer's axes there when they differ from the default: the spatial axes
+    of a depthwise kernel, all but the second-to-last of a transposed
+    convolution's kernel, the contracted axes of an `EinsumDense` kernel.
+    Without such an `axis`, a unit is all axes but the last, `w_j =
+    w[..., j]`, output unit `j`'s fan-in (each entry of a 0-D or 1-D
+    variable on its own). With both steps, the L1 step comes first
+    (together: the proximal operator of the sparse group lasso). The
+    thresholds scale with `lr_t` whatever `decay_scaling` is. A variable's
+    constraint, if any, is applied again after them.
 
     Which variables decay (and get the proximal steps): without `include`,
     chosen by role, from the variable's name (the last part of
@@ -166,6 +178,19 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
     >>> [(v.path, tuple(v.shape), round(float(v.numpy().flat[0]), 6))  # 1 - 0.1 * 0.5, or 1
     ...  for v in variables if v.path.startswith("mha/query/")]
     [('mha/query/kernel', (8, 2, 4), 0.95), ('mha/query/bias', (2, 4), 1.0)]
+
+    The group-L1 step takes its units from the variable's `GroupLasso`: with
+    `axis=1` a unit is a row. The second row's norm, `0.5`, is below the
+    threshold `lr_t * group_l1 = 1`, so it becomes exactly zero; the first,
+    of norm 5, shrinks by `1 - 1 / 5` (by columns, neither would be zero).
+
+    >>> optimizer = keras_regkit.DecoupledWeightDecay(
+    ...     keras.optimizers.SGD(learning_rate=1.0), weight_decay=0.0, group_l1=1.0)
+    >>> kernel = keras.Variable(np.array([[3.0, 4.0], [0.3, 0.4]]), name="kernel")
+    >>> kernel.regularizer = keras_regkit.GroupLasso(0.0, axis=1)
+    >>> _ = optimizer.apply_gradients([(np.zeros((2, 2)), kernel)])
+    >>> np.round(kernel.numpy(), 6).tolist()  # row 0: (3, 4) * (1 - 1 / 5)
+    [[2.4, 3.2], [0.0, 0.0]]
 
     Reference: Loshchilov & Hutter (2019), "Decoupled weight decay
     regularization" (Algorithm 2; Appendix B.1 for the normalized decay);
