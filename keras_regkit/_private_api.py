@@ -142,3 +142,12 @@ def set_tracked_attribute(layer, name, value):
     finally:
         if locked:
             tracker.lock()
+
+
+def compiled_loss(model):
+    """The `CompileLoss` of `model.compile` (the loss without `model.losses`), or `None`.
+
+    Private: `Trainer._compile_loss`, what Keras's own `compute_loss` calls
+    before adding the penalties; no public API gives the loss without them.
+    """
+    return getattr(model, "_compile_loss", None)

@@ -85,12 +85,11 @@ def _install_penalty_trackers(model):
 def _compiled_loss(model, y, y_pred, sample_weight, dtype):
     """The loss of `compile` alone: Keras's `compute_loss` without `model.losses`.
 
-    Private: `Trainer._compile_loss`, the `CompileLoss` that Keras's own
-    `compute_loss` calls (no public API gives the loss without the
-    penalties). It runs in a `StatelessScope` whose updates are dropped:
-    its per-output loss metrics were updated by `compute_loss` already.
+    Read through `_private_api.compiled_loss`. It runs in a `StatelessScope`
+    whose updates are dropped: its per-output loss metrics were updated by
+    `compute_loss` already.
     """
-    compiled = getattr(model, "_compile_loss", None)
+    compiled = _private_api.compiled_loss(model)
     value = None
     if compiled is not None:
         with keras.StatelessScope():

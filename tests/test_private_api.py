@@ -201,3 +201,21 @@ def test_set_tracked_attribute_tracks_metrics_on_a_built_subclassed_model():
     # Still locked afterwards, as Keras left it, with Keras's message.
     with pytest.raises(ValueError, match="cannot add new elements of state"):
         model.late = keras.layers.Dense(1)
+
+
+def test_compiled_loss_is_the_loss_without_the_penalties():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(
+        1, kernel_initializer="ones", kernel_regularizer=keras.regularizers.L2(0.5))])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 2), "float32"), np.zeros((4, 1), "float32")
+    y_pred = model(x)
+    compiled = _private_api.compiled_loss(model)
+    assert compiled is not None, (
+        "keras_regkit._private_api.compiled_loss: `model._compile_loss` is gone; "
+        "RegularizationMonitor's data_loss needs another way to the compiled loss.")
+    total = float(model.compute_loss(x=x, y=y, y_pred=y_pred))
+    data = float(compiled(y, y_pred, None))
+    assert data == pytest.approx(4.0)  # (1 + 1)^2, the MSE alone
+    assert total == pytest.approx(data + 0.5 * 2), (
+        "keras_regkit._private_api.compiled_loss: compute_loss is no longer the "
+        "compiled loss plus model.losses.")
