@@ -5,7 +5,6 @@ serialization registry under the package name `keras_regkit`, so saved
 models load with `keras.saving.load_model` and no `custom_objects`.
 """
 
-from keras_regkit import _startup  # noqa: F401  (first: quiets TensorFlow for the CLI)
 from keras_regkit import constraints
 from keras_regkit import dropout
 from keras_regkit import layers

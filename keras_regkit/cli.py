@@ -1,4 +1,4 @@
-"""The `keras-regkit` command line (also `python -m keras_regkit`).
+"""The `keras-regkit` command line (also `python -m keras_regkit_cli`).
 
     keras-regkit cifar10 --variant l2+dropout --epochs 50 --out runs/l2_dropout
     keras-regkit cifar10 --quick --data-dir ../shared/tensorflow_datasets --out runs/quick
@@ -10,6 +10,14 @@ Bad input (an unknown variant, `--epochs 0`, an unwritable or non-empty
 `compare` cannot read) prints one line and exits with code 2 before anything
 is written. Programming errors still raise. A run folder is written beside
 `--out` and moved into place when complete (see `baselines._run_folder`).
+
+`--help` and argument errors answer at once: this module, and all it imports
+at the top, is Keras-free, and the console script's launcher
+(`keras_regkit_cli`) defers `keras_regkit/__init__.py` until a command runs.
+Only then does `main` keep TensorFlow's start-up lines off the terminal
+(`_startup`) and import Keras. `python -m keras_regkit` runs the same command
+line, but Python imports the package (Keras, TensorFlow and their start-up
+lines) before it parses.
 """
 
 import argparse
@@ -18,6 +26,7 @@ import os
 import re
 import sys
 
+from keras_regkit import _startup
 from keras_regkit import _validation
 
 # No model code and no tensorflow_datasets behind these: `--help` does not load them.
@@ -216,11 +225,7 @@ def run_settings(args):
     return RunSettings.quick(**given) if args.quick else RunSettings(**given)
 
 
-def _run_cifar10(args, argv):
-    try:
-        settings = run_settings(args)
-    except (ValueError, TypeError) as error:
-        return _fail(str(error))
+def _run_cifar10(settings, args, argv):
     from keras_regkit.baselines import cifar10
 
     command = ["keras-regkit", *argv]
@@ -298,22 +303,37 @@ def _run_compare(args):
     return 0
 
 
-def main(argv=None):
-    """Runs the command line; returns the exit code (0, or 2 for bad input)."""
+def main(argv=None, *, finish_import=None):
+    """Runs the command line; returns the exit code (0, or 2 for bad input).
+
+    Parses and checks the arguments without Keras. Then, as a command is to
+    run, keeps TensorFlow's start-up lines off the terminal (unless
+    `TF_CPP_MIN_LOG_LEVEL` is set, or `--verbose 2`) and calls `finish_import`:
+    the console script's launcher (`keras_regkit_cli`) passes the import of
+    `keras_regkit` it deferred; `None` when the package is imported already.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(_negative_values(argv))
-    except SystemExit as exit_:  # argparse already printed the usage error
+    except SystemExit as exit_:  # argparse already printed the usage error (or the help)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings = None
+    if args.command == "cifar10":
+        try:
+            settings = run_settings(args)
+        except (ValueError, TypeError) as error:
+            return _fail(str(error))
 
+    _startup.quiet_tensorflow_start(verbose=getattr(args, "verbose", 1))
+    if finish_import is not None:
+        finish_import()  # runs keras_regkit/__init__.py: imports Keras
     from keras_regkit.baselines._data import CIFAR10NotFoundError
     from keras_regkit.baselines._errors import BaselineInputError
 
     try:
         if args.command == "cifar10":
-            return _run_cifar10(args, argv)
+            return _run_cifar10(settings, args, argv)
         if args.command == "sweep":
             return _run_sweep(args, argv)
         return _run_compare(args)

@@ -293,19 +293,20 @@ def test_compare_refuses_unfinished_folders_clearly(tmp_path, capsys):
 
 
 def test_the_console_shows_one_line_and_no_traceback(tmp_path):
-    """As a user runs it: no TF_CPP_MIN_LOG_LEVEL, so TensorFlow's start-up lines are kept
-    out too (keras_regkit._startup), and stderr is the error alone."""
+    """As a user runs it (`python -m keras_regkit_cli`, the console script's launcher): no
+    TF_CPP_MIN_LOG_LEVEL, so TensorFlow's start-up lines are kept out too
+    (keras_regkit._startup), and stderr is the error alone."""
     env = helpers.child_env(drop=("TF_CPP_MIN_LOG_LEVEL",))
     bad = _fake_run(tmp_path / "bad", {**METRICS, "test_accuracy": "high"})
     result = subprocess.run(
-        [sys.executable, "-m", "keras_regkit", "compare", str(bad)], cwd=tmp_path,
+        [sys.executable, "-m", "keras_regkit_cli", "compare", str(bad)], cwd=tmp_path,
         env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         f"keras-regkit: error: {str(bad)!r}: metrics.json's test_accuracy must be a number. "
         "Received: test_accuracy='high'"]
     result = subprocess.run(
-        [sys.executable, "-m", "keras_regkit", "cifar10", "--seed", "-1", "--out",
+        [sys.executable, "-m", "keras_regkit_cli", "cifar10", "--seed", "-1", "--out",
          str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -124,14 +124,23 @@ def sweep(
     rows = []
 
     class VariantHyperModel(keras_tuner.HyperModel):
+        # True while KerasTuner rebuilds the best trial's model to load its checkpoint.
+        reloading = False
+
         def build(self, hp):
             if tuner == "grid":
                 value = tuning.strength(hp, param, values=values)
             else:
                 value = tuning.strength(hp, param, min(values), max(values))
             chosen = dataclasses.replace(base, **{field: value})
-            return _model.build_variant(
+            model = _model.build_variant(
                 chosen, batch_size=batch_size, num_examples=data.num_train, epochs=epochs)
+            if self.reloading:
+                # The checkpoint holds the optimizer's slots too (`fit` built them); an
+                # unbuilt optimizer has none to load them into, and Keras warns
+                # "Skipping variable loading for optimizer" (the weights load anyway).
+                model.optimizer.build(model.trainable_variables)
+            return model
 
         def fit(self, hp, model, *args, **kwargs):
             callbacks = list(kwargs.pop("callbacks", [])) + [
@@ -155,13 +164,13 @@ def sweep(
         common = dict(objective="val_accuracy", directory=staging, project_name="tuner",
                       overwrite=True, seed=seed)
         trials = max_trials or len(values)
+        hypermodel = VariantHyperModel()
         if tuner == "grid":
-            search = keras_tuner.GridSearch(VariantHyperModel(), max_trials=trials, **common)
+            search = keras_tuner.GridSearch(hypermodel, max_trials=trials, **common)
         elif tuner == "bayesian":
-            search = keras_tuner.BayesianOptimization(
-                VariantHyperModel(), max_trials=trials, **common)
+            search = keras_tuner.BayesianOptimization(hypermodel, max_trials=trials, **common)
         else:
-            search = keras_tuner.Hyperband(VariantHyperModel(), max_epochs=epochs, **common)
+            search = keras_tuner.Hyperband(hypermodel, max_epochs=epochs, **common)
         search.search(data.train, epochs=epochs, validation_data=data.validation,
                       shuffle=False, verbose=verbose)
         _add_trial_scores(rows, search.oracle.trials.values(), param)
@@ -169,7 +178,8 @@ def sweep(
         if best_trial.score is None:
             raise RuntimeError("Every KerasTuner trial failed; see the errors above.")
         chosen_value = best_trial.hyperparameters.get(param)
-        best_model = search.get_best_models(1)[0]
+        hypermodel.reloading = True
+        best_model = search.get_best_models(1)[0]  # the best trial's best-epoch weights
         scores = best_model.evaluate(data.test, verbose=0, return_dict=True)
         result = {
             "variant": base.name,
