@@ -26,7 +26,9 @@ def variable_pairs(pairs):
     """
     mapped = {}
     for old, new in pairs:
-        old_weights, new_weights = list(old.weights), list(new.weights)
+        # Operations of the graph (`x + y`, `x[0]`) are copied too; they hold none.
+        old_weights = list(getattr(old, "weights", []))
+        new_weights = list(getattr(new, "weights", []))
         if len(old_weights) != len(new_weights) or any(
                 tuple(a.shape) != tuple(b.shape) for a, b in zip(old_weights, new_weights)):
             continue
