@@ -92,7 +92,9 @@ def _compiled_loss(model, y, y_pred, sample_weight, dtype):
     compiled = _private_api.compiled_loss(model)
     value = None
     if compiled is not None:
-        with keras.StatelessScope():
+        # Its own variables (per-output loss trackers) read as the step sees them.
+        current = [(v, v.value) for v in compiled.variables]
+        with keras.StatelessScope(state_mapping=current):
             value = compiled(y, y_pred, sample_weight)
     return ops.zeros((), dtype) if value is None else ops.cast(value, dtype)
 

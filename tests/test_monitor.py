@@ -228,7 +228,8 @@ def test_sharpness_aware_minimization_logs_the_first_pass_split():
 def test_a_compute_loss_override_without_the_training_argument():
     class Old(keras.Sequential):  # a Keras 3.0-style override
         def compute_loss(self, x, y, y_pred, sample_weight):
-            return keras.ops.mean(keras.ops.square(y_pred - y)) + keras.ops.sum(self.losses)
+            return keras.ops.mean(keras.ops.square(y_pred - y)) + keras.ops.sum(
+                keras.ops.stack(self.losses))
 
     x, y = _data(8)
     model = Old([keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=L2(0.1))])
