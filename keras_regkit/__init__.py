@@ -5,6 +5,8 @@ serialization registry under the package name `keras_regkit`, so saved
 models load with `keras.saving.load_model` and no `custom_objects`.
 """
 
+from keras_regkit import averaging
+from keras_regkit import batch_norm
 from keras_regkit import constraints
 from keras_regkit import dropout
 from keras_regkit import layers
@@ -17,6 +19,9 @@ from keras_regkit import rules
 from keras_regkit import tuning
 from keras_regkit import sam
 from keras_regkit import saving
+from keras_regkit.averaging import EMA
+from keras_regkit.averaging import SWA
+from keras_regkit.batch_norm import recalibrate_batch_norm
 from keras_regkit.constraints import MaxNorm
 from keras_regkit.dropout import dropout_plan
 from keras_regkit.dropout import insert_dropout
@@ -29,6 +34,7 @@ from keras_regkit.optimizers import DecoupledWeightDecay
 from keras_regkit.optimizers import normalized_weight_decay
 from keras_regkit.regularizers import L1
 from keras_regkit.regularizers import L2
+from keras_regkit.regularizers import Orthogonal
 from keras_regkit.regularizers import CorrectedElasticNet
 from keras_regkit.regularizers import ElasticNet
 from keras_regkit.regularizers import ElasticNetCorrection
@@ -52,8 +58,10 @@ from keras_regkit.reports import summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMA",
     "L1",
     "L2",
+    "SWA",
     "CorrectedElasticNet",
     "DecoupledWeightDecay",
     "DropBlock2D",
@@ -63,10 +71,13 @@ __all__ = [
     "ElasticNetCorrection",
     "GroupLasso",
     "MaxNorm",
+    "Orthogonal",
     "RegularizationMonitor",
     "RulesNeedRestoreWarning",
     "SharpnessAwareMinimization",
     "apply_elastic_net_correction",
+    "averaging",
+    "batch_norm",
     "constrain",
     "constraints",
     "dropblock_plan",
@@ -80,6 +91,7 @@ __all__ = [
     "load_model",
     "monitor",
     "normalized_weight_decay",
+    "recalibrate_batch_norm",
     "optimizers",
     "regularize",
     "regularizers",

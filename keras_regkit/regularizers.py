@@ -1,4 +1,5 @@
-"""Weight penalties: L1, L2, elastic net (naive and Zou-Hastie corrected), group lasso.
+"""Weight penalties: L1, L2, elastic net (naive and Zou-Hastie corrected), group lasso,
+orthogonality.
 
 Every class is a `keras.regularizers.Regularizer`, so it goes wherever Keras
 takes one (`kernel_regularizer=...`), serializes under `keras_regkit>`, and
@@ -15,6 +16,7 @@ from keras_regkit._elastic_net import CorrectedElasticNet
 from keras_regkit._elastic_net import ElasticNet
 from keras_regkit._elastic_net import ElasticNetCorrection
 from keras_regkit._elastic_net import apply_elastic_net_correction
+from keras_regkit._orthogonal import Orthogonal
 
 __all__ = [
     "CorrectedElasticNet",
@@ -23,6 +25,7 @@ __all__ = [
     "GroupLasso",
     "L1",
     "L2",
+    "Orthogonal",
     "apply_elastic_net_correction",
 ]
 

@@ -57,6 +57,7 @@ GUIDE_EXAMPLES = [
     ("docs/guides/dropout.md", "Dropout placement"),
     ("docs/guides/droppath-dropblock.md", "Into a built network"),
     ("docs/guides/sam.md", "SAM and ASAM"),
+    ("docs/guides/averaging.md", "Weight averaging: SWA, EMA, batch-norm recalibration"),
 ]
 
 
