@@ -41,6 +41,13 @@ class DropPath(keras.layers.Layer):
 
         output[i] = inputs[i] * keep[i] * (1 / (1 - rate)),  keep[i] ~ Bernoulli(1 - rate)
 
+    The rate actually used is `rate * rate_factor`, where `rate_factor` is a
+    non-trainable weight, `1.0` unless `keras_regkit.RegularizationSchedule`
+    changes it during training (early or late stochastic depth, a ramp): the
+    schedule scales each layer's own rate, so the per-depth rates of
+    `insert_droppath` keep their ratios. A `.keras` file saved before the
+    layer had this weight loads with `rate_factor = 1`.
+
     In inference (and with `rate=0`) it returns its input unchanged. This is
     timm's `DropPath` and the "per sample" stochastic depth of later work;
     Huang et al. dropped a block for the whole mini-batch, which for a batch
@@ -75,15 +82,27 @@ class DropPath(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
+    def build(self, input_shape):
+        self.rate_factor = self.add_weight(
+            shape=(), initializer="ones", trainable=False, autocast=False,
+            name="rate_factor")
+
     def call(self, inputs, training=False):
         if not training or self.rate == 0:
             return inputs
-        keep = 1.0 - self.rate
+        rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
         shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
         noise = keras.random.uniform(shape, seed=self.seed_generator)
         # One multiply of the (large) input by a (batch, 1, ..., 1) factor.
-        scale = ops.cast(ops.greater_equal(noise, self.rate), "float32") * (1.0 / keep)
+        scale = ops.cast(ops.greater_equal(noise, rate), "float32") / (1.0 - rate)
         return inputs * ops.cast(scale, inputs.dtype)
+
+    def load_own_variables(self, store):
+        # A file saved before `rate_factor` existed holds no variable for this
+        # layer: it keeps the factor 1, the rate it was saved with.
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -129,7 +148,8 @@ class DropBlock2D(keras.layers.Layer):
 
     The rate actually used is `rate * rate_factor`, where `rate_factor` is a
     non-trainable weight, `1.0` unless `DropBlockSchedule` ramps it up during
-    training. In inference (and with `rate=0`) the layer is the identity.
+    training (or `keras_regkit.RegularizationSchedule` sets it from another
+    schedule). In inference (and with `rate=0`) the layer is the identity.
 
     Args:
         rate: Float in `[0, 1)`, the target fraction of units to drop (`1 -

@@ -1,0 +1,523 @@
+"""The `RegularizationSchedule` callback (public home: `keras_regkit.schedules`).
+
+What it changes, and how one traced training step serves every value:
+
+- a layer's rate: the `rate_factor` weight of `ScheduledDropout` (and the
+  spatial ones), `DropPath` and `DropBlock2D`, a variable of the model that
+  the step reads;
+- a weight penalty: for the length of `fit`, `variable.regularizer` becomes
+  `factor * regularizer`, with `factor` a non-trainable variable held by a
+  small layer attached to the model (so that the JAX backend, which passes
+  the model's variables into the step, passes it too; a variable outside the
+  model would be a constant of the traced step there);
+- `DecoupledWeightDecay`'s `weight_decay`: for the length of `fit`, a
+  `ScheduledWeightDecay`, which turns the optimizer's step count into the
+  epoch inside the step.
+
+The last two are installed once at the start of `fit` (the step is traced
+again then, once) and taken off when it ends.
+"""
+
+import weakref
+
+import keras
+from keras import ops
+
+from keras_regkit import _graph
+from keras_regkit import _private_api
+from keras_regkit import _selectors
+from keras_regkit import _validation
+from keras_regkit import _wrapping
+from keras_regkit import schedules
+from keras_regkit._scheduled_dropout import _ScheduledRate
+from keras_regkit.layers import DropBlock2D
+from keras_regkit.layers import DropPath
+from keras_regkit.optimizers import DecoupledWeightDecay
+
+RATE_KINDS = {
+    "dropout": (_ScheduledRate, "ScheduledDropout or ScheduledSpatialDropout1D/2D/3D"),
+    "drop_path": (DropPath, "DropPath"),
+    "drop_block": (DropBlock2D, "DropBlock2D"),
+}
+RATE_LAYERS = (_ScheduledRate, DropPath, DropBlock2D)
+HOLDER = "_keras_regkit_penalty_factors"
+
+# model -> the undo of the schedule installed on it while a `fit` runs. A fit
+# that raises never calls `on_train_end`; the next fit with a schedule undoes
+# the leftovers first (or call `RegularizationSchedule.restore()`).
+_INSTALLED = weakref.WeakKeyDictionary()
+# owner layer -> its (empty between fits) factor holder, reused across fits.
+_HOLDERS = weakref.WeakKeyDictionary()
+
+
+class _FactorHolder(keras.layers.Layer):
+    """Holds the penalty factors as non-trainable variables while a fit runs.
+
+    Never built, so its variables can be set and deleted as attributes at any
+    time (Keras tracks and untracks them); it has none between fits.
+    """
+
+    def __init__(self):
+        super().__init__(name="keras_regkit_penalty_factors")
+
+
+class _ScaledPenalty:
+    """`factor * regularizer(x)`; otherwise it reads as `regularizer`.
+
+    Readers of `variable.regularizer` (`DecoupledWeightDecay`'s group unit,
+    `ElasticNetCorrection`, `regularization_summary`, serialization) must go on
+    seeing the user's regularizer while a schedule scales it: attributes are
+    read from and written to it, and `__class__` is its class (so `isinstance`
+    checks see it too).
+    """
+
+    def __init__(self, regularizer, factor):
+        object.__setattr__(self, "regularizer", regularizer)
+        object.__setattr__(self, "factor", factor)
+
+    @property
+    def __class__(self):
+        return type(object.__getattribute__(self, "regularizer"))
+
+    def __call__(self, x):
+        penalty = ops.convert_to_tensor(self.regularizer(x))
+        return ops.cast(self.factor, penalty.dtype) * penalty
+
+    def __getattr__(self, name):
+        return getattr(object.__getattribute__(self, "regularizer"), name)
+
+    def __setattr__(self, name, value):
+        setattr(self.regularizer, name, value)
+
+    def __repr__(self):
+        return f"{self.regularizer!r} (scaled by a RegularizationSchedule)"
+
+
+def _scaled(regularizer):
+    """Whether `regularizer` is a `_ScaledPenalty`."""
+    return type(regularizer) is _ScaledPenalty
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class RegularizationSchedule(keras.callbacks.Callback):
+    r"""Changes dropout rates, penalties and weight decay during training, by schedules.
+
+    Each argument is a schedule (a `keras_regkit.Schedule`, or what
+    `keras_regkit.schedules.get` takes) giving a non-negative value per
+    epoch, which multiplies what it drives. At the start of epoch `e`
+    (counting from 0, as `fit` does, so `initial_epoch` resumes), or of each
+    batch with `per_step=True` (at `e + batch / steps_per_epoch`):
+
+        dropout, drop_path, drop_block:  each such layer drops  rate * schedule(e)
+                                          (its `rate_factor` weight is set)
+        regularizers:                    each penalty becomes   penalty(w) * schedule(e)
+        weight_decay:                    decay strength         weight_decay * schedule(e)
+
+    `dropout` drives `ScheduledDropout` and `ScheduledSpatialDropout1D/2D/3D`
+    (`schedulable_dropout(model)` swaps Keras's own dropout layers of a built
+    model for them); `drop_path` every `DropPath` (so the per-depth rates of
+    `insert_droppath` keep their ratios); `drop_block` every `DropBlock2D`
+    (use this or `DropBlockSchedule`, not both); `regularizers` the penalty of
+    every trainable weight with a `regularizer`; `weight_decay` the strength
+    of a `DecoupledWeightDecay` optimizer (also inside a
+    `LossScaleOptimizer`). `layers` maps layer-name globs to schedules for
+    particular layers (nested and inner layers too): a rate layer's rate, or
+    the penalties of a layer's weights; it wins over the arguments above,
+    and later entries win over earlier ones. Layers and penalties not named
+    keep their values.
+
+    The training step is not traced again when a value changes: the rates
+    are weights of the model, the penalty factors are variables attached to
+    the model while `fit` runs, and the weight decay is a
+    `ScheduledWeightDecay` evaluated at the optimizer's step count inside
+    the step. When penalties or weight decay are scheduled, the step is
+    traced once more when `fit` starts. When `fit` ends, the rate factors are
+    set back to their values at its start and the penalties and weight decay
+    are restored. (Keras does not tell callbacks when `fit` raises: then the
+    next `fit` with a schedule restores them first, or call `restore()`.)
+    With `per_step=True` on the JAX backend, each change of value within an
+    epoch copies the training state back to the model first
+    (`model.jax_state_sync()`), which costs time on large models.
+
+    Everything is checked when `fit` starts, before anything changes: a
+    schedule whose target is not in the model, a rate that the schedule
+    would take to 1 or more (`rate * schedule.maximum()`), a `weight_decay`
+    schedule without a `DecoupledWeightDecay` or with a zero decay, unknown
+    steps per epoch where needed (`per_step`, `weight_decay`).
+
+    Args:
+        dropout: Schedule for the schedulable dropout layers. Defaults to `None`.
+        drop_path: Schedule for the `DropPath` layers.
+        drop_block: Schedule for the `DropBlock2D` layers.
+        regularizers: Schedule for every weight penalty.
+        weight_decay: Schedule for `DecoupledWeightDecay`'s strength.
+        layers: Dict `{layer-name glob: schedule}`. Defaults to `None`.
+        per_step: Whether values change every batch (`True`) or every
+            epoch (`False`, the default).
+
+    Example (late dropout: off for the first 2 epochs, then each layer's rate):
+
+    >>> import numpy as np, keras, keras_regkit
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...     keras_regkit.ScheduledDropout(0.3, name="drop"), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> schedule = keras_regkit.RegularizationSchedule(dropout=keras_regkit.LateSchedule(2))
+    >>> rates = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: print(
+    ...     0.3 * float(model.get_layer("drop").rate_factor.numpy())))
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=4, verbose=0,
+    ...               callbacks=[schedule, rates])
+    0.0
+    0.0
+    0.3
+    0.3
+
+    Reference: Liu et al. (2023), "Dropout reduces underfitting"; Huang et
+    al. (2016) and Ghiasi et al. (2018) for ramped stochastic depth and
+    DropBlock.
+    """
+
+    def __init__(self, *, dropout=None, drop_path=None, drop_block=None,
+                 regularizers=None, weight_decay=None, layers=None, per_step=False):
+        super().__init__()
+        given = {"dropout": dropout, "drop_path": drop_path, "drop_block": drop_block,
+                 "regularizers": regularizers, "weight_decay": weight_decay}
+        kinds = {kind: schedules.get(value, kind)
+                 for kind, value in given.items() if value is not None}
+        if layers is not None:
+            if not isinstance(layers, dict):
+                raise TypeError(
+                    "`layers` must be a dict {layer-name glob: schedule}. "
+                    f"Received: layers={layers!r} of type {type(layers).__name__}")
+            for key in layers:
+                if not isinstance(key, str) or not key:
+                    raise TypeError(
+                        "`layers` keys must be non-empty layer-name globs (str). "
+                        f"Received: layers={layers!r}")
+            layers = {key: schedules.get(value, f"layers[{key!r}]")
+                      for key, value in layers.items()}
+            if not layers:
+                raise ValueError("`layers` must not be an empty dict. Received: layers={}")
+        per_step = _validation.boolean(per_step, "per_step")
+        if not kinds and not layers:
+            raise ValueError(
+                "RegularizationSchedule needs at least one schedule: pass `dropout`, "
+                "`drop_path`, `drop_block`, `regularizers`, `weight_decay` or `layers`. "
+                "Received: no schedule")
+        self.dropout = kinds.get("dropout")
+        self.drop_path = kinds.get("drop_path")
+        self.drop_block = kinds.get("drop_block")
+        self.regularizers = kinds.get("regularizers")
+        self.weight_decay = kinds.get("weight_decay")
+        self.layers = layers
+        self.per_step = per_step
+        self._undo = None
+        self._targets = []  # (schedule, variable) pairs set at epoch (or batch) starts
+        self._current = {}  # id(variable) -> value last set
+        self._decay = None  # the ScheduledWeightDecay installed, if any
+        self._steps = None
+        self._epoch = 0
+        self._sync = None
+
+    # --- planning: everything is checked before anything changes ------------------
+
+    def _plan(self, model):
+        """Checks everything; returns `(rates, penalties, decay, steps)`.
+
+        `rates` is `[(layer, schedule, where)]`, `penalties` is
+        `[(schedule, [variables])]`, `decay` is `(optimizer, schedule)` or
+        `None`, `steps` the steps per epoch (`None` if unknown).
+        """
+        all_layers = list(_selectors.iter_layers(model))
+        names = ", ".join(layer.name for layer in all_layers)
+        rates = {}  # id(layer) -> (layer, schedule, where)
+        for kind, (layer_class, label) in RATE_KINDS.items():
+            schedule = getattr(self, kind)
+            if schedule is None:
+                continue
+            found = [layer for layer in all_layers if isinstance(layer, layer_class)]
+            if not found:
+                raise ValueError(self._missing_rate_layers(model, kind, label, all_layers))
+            if all(layer.rate == 0 for layer in found):
+                raise ValueError(
+                    f"RegularizationSchedule: every {label} layer of '{model.name}' has "
+                    "rate 0, and the schedule multiplies the rate, so it would do "
+                    f"nothing. Received: {kind}={schedule!r}")
+            for layer in found:
+                rates[id(layer)] = (layer, schedule, f"{kind}={schedule!r}")
+        owners = {}  # id(variable) -> (variable, schedule key)
+        if self.regularizers is not None:
+            penalized = [v for v in _selectors.unique_variables(model.trainable_weights)
+                         if v.regularizer is not None]
+            if not penalized:
+                raise ValueError(
+                    f"RegularizationSchedule: no trainable weight of '{model.name}' has "
+                    "a regularizer, so the `regularizers` schedule would do nothing. "
+                    "Set one (`keras_regkit.regularize(model, {...})`) or drop the "
+                    f"argument. Received: regularizers={self.regularizers!r}")
+            for variable in penalized:
+                owners[id(variable)] = (variable, "regularizers")
+        for pattern, schedule in (self.layers or {}).items():
+            matched = [layer for layer in all_layers
+                       if _selectors.as_predicate(pattern, name="layers key")(layer)]
+            if not matched:
+                raise ValueError(
+                    f"RegularizationSchedule: `layers` key {pattern!r} matches no layer "
+                    f"of '{model.name}'. Its layers are: {names}. "
+                    f"Received: layers={self.layers!r}")
+            for layer in matched:
+                if isinstance(layer, RATE_LAYERS):
+                    rates[id(layer)] = (layer, schedule, f"layers[{pattern!r}]={schedule!r}")
+                    continue
+                if isinstance(layer, _graph.DROPOUT_LAYERS):
+                    raise ValueError(
+                        f"RegularizationSchedule: layer {layer.name!r} matched by `layers` "
+                        f"key {pattern!r} is a Keras {type(layer).__name__}, whose rate is "
+                        "fixed when the training step is traced. Swap it for a schedulable "
+                        "one with `model = keras_regkit.schedulable_dropout(model)` "
+                        f"first. Received: layers={self.layers!r}")
+                penalized = [v for v in layer.trainable_weights if v.regularizer is not None]
+                if not penalized:
+                    raise ValueError(
+                        f"RegularizationSchedule: layer {layer.name!r} matched by `layers` "
+                        f"key {pattern!r} has neither a schedulable rate (a "
+                        "ScheduledDropout, DropPath or DropBlock2D) nor a trainable "
+                        f"weight with a regularizer. Received: layers={self.layers!r}")
+                for variable in penalized:
+                    owners[id(variable)] = (variable, pattern)
+        for layer, schedule, where in rates.values():
+            if not layer.built:
+                raise ValueError(
+                    f"RegularizationSchedule: layer {layer.name!r} is not built. "
+                    "Build the model (call it on data) before `fit`.")
+            largest = layer.rate * schedule.maximum()
+            if largest >= 1:
+                raise ValueError(
+                    f"RegularizationSchedule: layer {layer.name!r} has rate {layer.rate} "
+                    f"and its schedule reaches {schedule.maximum()}, so it would drop "
+                    f"{largest:g} of its inputs: rate * schedule must stay below 1. "
+                    f"Received: {where}")
+        groups = {}
+        for variable, key in owners.values():
+            schedule = self.regularizers if key == "regularizers" else self.layers[key]
+            groups.setdefault(key, (schedule, []))[1].append(variable)
+        decay = None
+        if self.weight_decay is not None:
+            decay = self._decay_target(model)
+        steps = self.params.get("steps") if self.params else None
+        if (self.per_step or decay is not None) and not steps:
+            needs = "`per_step=True`" if self.per_step else "a `weight_decay` schedule"
+            raise ValueError(
+                f"RegularizationSchedule: {needs} needs the number of steps per "
+                "epoch, which this `fit` does not know (a dataset of unknown size): "
+                f"pass `steps_per_epoch` to `fit`. Received: steps={steps!r}")
+        return list(rates.values()), list(groups.values()), decay, steps
+
+    def _missing_rate_layers(self, model, kind, label, all_layers):
+        message = (f"RegularizationSchedule: the model '{model.name}' has no {label} "
+                   f"layer, so the `{kind}` schedule would do nothing.")
+        if kind == "dropout":
+            keras_dropout = [layer.name for layer in all_layers
+                             if isinstance(layer, _graph.DROPOUT_LAYERS)]
+            if keras_dropout:
+                message += (
+                    f" Its Keras dropout layers ({', '.join(keras_dropout)}) fix their "
+                    "rate when the training step is traced: swap them for schedulable "
+                    "ones with `model = keras_regkit.schedulable_dropout(model)`.")
+        elif kind == "drop_path":
+            message += " `keras_regkit.insert_droppath` puts them into residual networks."
+        elif kind == "drop_block":
+            message += " `keras_regkit.insert_dropblock` puts them into residual networks."
+        return f"{message} Received: {kind}={getattr(self, kind)!r}"
+
+    def _decay_target(self, model):
+        optimizer = getattr(model, "optimizer", None)
+        chain = _wrapping.chain(optimizer) if optimizer is not None else []
+        found = [o for o in chain if isinstance(o, DecoupledWeightDecay)]
+        if not found:
+            raise ValueError(
+                "RegularizationSchedule: a `weight_decay` schedule drives the decay "
+                "of a `keras_regkit.DecoupledWeightDecay` optimizer, and the model "
+                f"'{model.name}' is compiled with {type(optimizer).__name__}. Compile it "
+                "with `keras_regkit.DecoupledWeightDecay(optimizer, weight_decay=...)`. "
+                f"Received: weight_decay={self.weight_decay!r}")
+        optimizer = found[0]
+        if not isinstance(optimizer.weight_decay,
+                          keras.optimizers.schedules.LearningRateSchedule) \
+                and optimizer.weight_decay == 0:
+            raise ValueError(
+                "RegularizationSchedule: the optimizer's `weight_decay` is 0, and the "
+                "schedule multiplies it, so it would do nothing. Give the optimizer "
+                f"the decay strength to scale. Received: weight_decay={self.weight_decay!r}")
+        return optimizer, self.weight_decay
+
+    # --- installing and undoing -----------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        leftover = _INSTALLED.pop(model, None)
+        if leftover is not None:
+            leftover()
+        rates, groups, decay, steps = self._plan(model)
+        undo = []
+        done = []
+
+        def restore():
+            if not done:
+                done.append(True)
+                for step in reversed(undo):
+                    step()
+
+        try:
+            targets = self._install(model, rates, groups, decay, steps, undo)
+        except Exception:
+            restore()
+            raise
+        self._undo = restore
+        _INSTALLED[model] = restore
+        self._targets = targets
+        self._current = {}
+        self._steps = steps
+        self._first_epoch = None
+        # Backend differences decided once: on JAX the step runs on a copy of
+        # the variables, which must be copied back before one changes mid-epoch.
+        self._sync = getattr(model, "jax_state_sync", None)
+
+    def _install(self, model, rates, groups, decay, steps, undo):
+        """Changes the model for this fit, appending each undo step; returns the targets."""
+        targets = []
+        for layer, schedule, _ in rates:
+            start = float(ops.convert_to_numpy(layer.rate_factor))
+            undo.append(lambda variable=layer.rate_factor, value=start: variable.assign(value))
+            targets.append((schedule, layer.rate_factor))
+        retrace = False
+        if groups:
+            targets.extend(self._install_penalties(model, groups, undo))
+            retrace = True
+        self._decay = None
+        if decay is not None:
+            optimizer, schedule = decay
+            original = optimizer.weight_decay
+            self._decay = schedules.ScheduledWeightDecay(
+                original, schedule, steps, per_step=self.per_step,
+                initial_step=int(ops.convert_to_numpy(_wrapping.step_count(optimizer))))
+            optimizer.weight_decay = self._decay
+            undo.append(lambda: setattr(optimizer, "weight_decay", original))
+            retrace = True
+        if retrace:
+            undo.append(lambda: (setattr(model, "train_function", None),
+                                 setattr(model, "test_function", None)))
+            model.make_train_function(force=True)
+            model.test_function = None
+        return targets
+
+    def _install_penalties(self, model, groups, undo):
+        """Wraps each penalized variable's regularizer; returns `(schedule, factor)` pairs."""
+        owners = _selectors.variable_owners(model)
+        owner = owners.get(id(groups[0][1][0]), model)
+        holder = _HOLDERS.get(owner)
+        if holder is None:
+            holder = _HOLDERS[owner] = _FactorHolder()
+        strategy = getattr(model, "distribute_strategy", None)
+        targets, names = [], []
+        for index, (schedule, variables) in enumerate(groups):
+            name = f"factor_{index}"
+            if strategy is not None:
+                with strategy.scope():
+                    factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
+            else:
+                factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
+            setattr(holder, name, factor)
+            names.append(name)
+            targets.append((schedule, factor))
+            for variable in variables:
+                inner = variable.regularizer
+                if _scaled(inner):
+                    inner = inner.regularizer
+                variable.regularizer = _ScaledPenalty(inner, factor)
+                undo.append(lambda v=variable, r=inner: setattr(v, "regularizer", r)
+                            if _scaled(v.regularizer) else None)
+        _private_api.set_tracked_attribute(owner, HOLDER, holder)
+
+        def detach():
+            for name in names:
+                delattr(holder, name)
+            if HOLDER in vars(owner):
+                delattr(owner, HOLDER)
+
+        undo.insert(0, detach)  # run last
+        tracked = {id(v) for v in model.non_trainable_variables}
+        if not all(id(factor) in tracked for _, factor in targets):
+            raise RuntimeError(
+                "RegularizationSchedule: the penalty factors are not among the model's "
+                "variables after attaching them to layer "
+                f"{owner.name!r}; this Keras version tracks layers differently. "
+                "Please report it.")
+        return targets
+
+    def restore(self):
+        """Undoes what the schedule changed on its model (as the end of `fit` does).
+
+        For a `fit` that raised, which Keras does not report to callbacks.
+        Nothing happens when nothing is installed.
+        """
+        if self._undo is not None and self.model is not None:
+            if _INSTALLED.get(self.model) is self._undo:
+                del _INSTALLED[self.model]
+            undo, self._undo = self._undo, None
+            undo()
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    # --- setting the values -----------------------------------------------------------
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            if self._decay is not None:  # read when the step is traced, after this
+                self._decay.initial_epoch = epoch
+        self._set(float(epoch))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.per_step:
+            self._set(self._epoch + batch / self._steps)
+
+    def _set(self, epoch):
+        values = {}
+        changes = []
+        for schedule, variable in self._targets:
+            if id(schedule) not in values:
+                values[id(schedule)] = schedule(epoch)
+            value = values[id(schedule)]
+            if self._current.get(id(variable)) != value:
+                changes.append((variable, value))
+        if not changes:
+            return
+        if self._sync is not None:
+            self._sync()
+        for variable, value in changes:
+            variable.assign(value)
+            self._current[id(variable)] = value
+
+    # --- serialization --------------------------------------------------------------
+
+    def get_config(self):
+        def serialize(schedule):
+            return None if schedule is None else keras.saving.serialize_keras_object(schedule)
+
+        return {
+            "dropout": serialize(self.dropout),
+            "drop_path": serialize(self.drop_path),
+            "drop_block": serialize(self.drop_block),
+            "regularizers": serialize(self.regularizers),
+            "weight_decay": serialize(self.weight_decay),
+            "layers": None if self.layers is None else {
+                key: serialize(value) for key, value in self.layers.items()},
+            "per_step": self.per_step,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
