@@ -18,6 +18,7 @@ from keras_regkit import residual
 from keras_regkit import rules
 from keras_regkit import tuning
 from keras_regkit import sam
+from keras_regkit import schedules
 from keras_regkit import saving
 from keras_regkit.averaging import EMA
 from keras_regkit.averaging import SWA
@@ -49,6 +50,20 @@ from keras_regkit.residual import remove_droppath
 from keras_regkit.rules import constrain
 from keras_regkit.rules import regularize
 from keras_regkit.sam import SharpnessAwareMinimization
+from keras_regkit.schedules import ConstantSchedule
+from keras_regkit.schedules import CosineSchedule
+from keras_regkit.schedules import EarlySchedule
+from keras_regkit.schedules import LateSchedule
+from keras_regkit.schedules import LinearSchedule
+from keras_regkit.schedules import RegularizationSchedule
+from keras_regkit.schedules import Schedule
+from keras_regkit.schedules import ScheduledDropout
+from keras_regkit.schedules import ScheduledSpatialDropout1D
+from keras_regkit.schedules import ScheduledSpatialDropout2D
+from keras_regkit.schedules import ScheduledSpatialDropout3D
+from keras_regkit.schedules import ScheduledWeightDecay
+from keras_regkit.schedules import StepSchedule
+from keras_regkit.schedules import schedulable_dropout
 from keras_regkit.saving import RulesNeedRestoreWarning
 from keras_regkit.saving import load_model
 from keras_regkit.saving import restore_rules
@@ -58,23 +73,36 @@ from keras_regkit.reports import summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "EMA",
-    "L1",
-    "L2",
-    "SWA",
+    "ConstantSchedule",
     "CorrectedElasticNet",
+    "CosineSchedule",
     "DecoupledWeightDecay",
     "DropBlock2D",
     "DropBlockSchedule",
     "DropPath",
+    "EMA",
+    "EarlySchedule",
     "ElasticNet",
     "ElasticNetCorrection",
     "GroupLasso",
+    "L1",
+    "L2",
+    "LateSchedule",
+    "LinearSchedule",
     "MaxNorm",
     "Orthogonal",
     "RegularizationMonitor",
+    "RegularizationSchedule",
     "RulesNeedRestoreWarning",
+    "SWA",
+    "Schedule",
+    "ScheduledDropout",
+    "ScheduledSpatialDropout1D",
+    "ScheduledSpatialDropout2D",
+    "ScheduledSpatialDropout3D",
+    "ScheduledWeightDecay",
     "SharpnessAwareMinimization",
+    "StepSchedule",
     "apply_elastic_net_correction",
     "averaging",
     "batch_norm",
@@ -91,8 +119,8 @@ __all__ = [
     "load_model",
     "monitor",
     "normalized_weight_decay",
-    "recalibrate_batch_norm",
     "optimizers",
+    "recalibrate_batch_norm",
     "regularize",
     "regularizers",
     "remove_dropblock",
@@ -104,6 +132,8 @@ __all__ = [
     "rules",
     "sam",
     "saving",
+    "schedulable_dropout",
+    "schedules",
     "sparsity",
     "summary",
     "tuning",

@@ -58,6 +58,7 @@ GUIDE_EXAMPLES = [
     ("docs/guides/droppath-dropblock.md", "Into a built network"),
     ("docs/guides/sam.md", "SAM and ASAM"),
     ("docs/guides/averaging.md", "Weight averaging: SWA, EMA, batch-norm recalibration"),
+    ("docs/guides/schedules.md", "Regularization that changes during training"),
 ]
 
 
