@@ -1,6 +1,7 @@
 """Reading and rebuilding the layer graph of Sequential and functional models.
 
-Used by `keras_regkit.dropout` and `keras_regkit.residual`. Keras keeps the graph on
+Used by `keras_regkit.dropout`, `keras_regkit.residual` and
+`schedulable_dropout`. Keras keeps the graph on
 `KerasTensor._keras_history` and `Layer._inbound_nodes` (what
 `keras.models.clone_model` walks too), private attributes read only through
 `_private_api`; this module only reads them. It also
@@ -187,7 +188,7 @@ def _owned_layers(layer, path, seen):
         yield from _owned_layers(sub, sub_path, seen)
 
 
-def rebuild_model(levels, insertions, remove, *, before=None):
+def rebuild_model(levels, insertions, remove, *, before=None, replace=None):
     """Copies the model of `levels` with `insertions`, and the `remove`d layers out.
 
     `insertions` maps `id(layer)` to an `Insertion`: a layer put after each
@@ -195,11 +196,21 @@ def rebuild_model(levels, insertions, remove, *, before=None):
     a layer put on the `position`-th tensor input of each call (a residual
     merge's branch). `remove` is a predicate `layer -> bool` picking the
     one-input layers to take out (`is_dropout`, `remove_nothing`).
+    `replace` is `None` or a function `layer -> new layer or None`, asked
+    for each layer that is not a Sequential/functional model: a layer it
+    returns (new, unbuilt) stands in the copy where `layer` stood and keeps
+    its own initial weights (only the trainable flag is copied over); `None`
+    copies `layer` from its config, as without `replace`.
 
-    The copy has every rule of the model (`_carry.carry_rules`): those its
-    layer configs hold and those only its variables and rule records hold.
+    Every other layer of the copy is built from its layer's config and gets
+    its weights and trainable flag; nested Sequential/functional models are
+    rebuilt the same way, and a compiled model's copy is compiled from its
+    compile config (a fresh optimizer). The copy has every rule of the model
+    (`_carry.carry_rules`): those its layer configs hold and those only its
+    variables and rule records hold.
     """
     before = before or {}
+    replaced = set()  # id(new layer) for the layers `replace` gave
     model = levels[0].model
     used = {layer.name for level in levels for layer in level.model.layers}
     used.add(model.name)
@@ -224,7 +235,11 @@ def rebuild_model(levels, insertions, remove, *, before=None):
             new = rebuild(layer)
         else:
             try:
-                new = layer.__class__.from_config(layer.get_config())
+                new = replace(layer) if replace is not None else None
+                if new is None:
+                    new = layer.__class__.from_config(layer.get_config())
+                else:
+                    replaced.add(id(new))
             except Exception as error:
                 raise TypeError(
                     f"Cannot copy layer {layer.name!r} ({type(layer).__name__}) "
@@ -278,7 +293,8 @@ def rebuild_model(levels, insertions, remove, *, before=None):
             new = copies[id(layer)]
             if not is_graph_model(layer):
                 new.trainable = layer.trainable
-                new.set_weights(layer.get_weights())
+                if id(new) not in replaced:
+                    new.set_weights(layer.get_weights())
     pairs = [(originals[id(new)], new) for new in copies.values() if id(new) in originals]
     _carry.carry_rules(
         model, new_model,

@@ -16,7 +16,6 @@ import warnings
 import keras
 from keras import ops
 
-from keras_regkit import _carry
 from keras_regkit import _graph
 from keras_regkit import _validation
 
@@ -250,32 +249,10 @@ def schedulable_dropout(model):
             f"schedulable_dropout: '{model.name}' has no Keras Dropout or "
             "SpatialDropout1D/2D/3D layer; returning an unchanged copy.",
             UserWarning, stacklevel=2)
-    layers, models = [], {}  # (old, new) pairs; id(old model) -> new model
+    return _graph.rebuild_model(levels, {}, _graph.remove_nothing, replace=_swap)
 
-    def copy(layer):
-        if _graph.is_graph_model(layer):
-            new = keras.models.clone_model(layer, clone_function=copy)
-            models[id(layer)] = new
-            return new
-        new_class = SWAPS.get(type(layer), type(layer))
-        try:
-            new = new_class.from_config(layer.get_config())
-        except Exception as error:
-            raise TypeError(
-                f"Cannot copy layer {layer.name!r} ({type(layer).__name__}) "
-                f"from its config: {error}") from error
-        layers.append((layer, new))
-        return new
 
-    new_model = keras.models.clone_model(model, clone_function=copy)
-    models[id(model)] = new_model
-    for level in levels:  # outermost first: a model's flag resets its layers'
-        models[id(level.model)].trainable = level.model.trainable
-    for old, new in layers:
-        new.trainable = old.trainable
-        if type(old) not in SWAPS:
-            new.set_weights(old.get_weights())
-    _carry.carry_rules(
-        model, new_model, layers=layers,
-        models=[(level.model, models[id(level.model)]) for level in levels[1:]])
-    return new_model
+def _swap(layer):
+    """The schedulable layer for a Keras dropout layer (`SWAPS`), else `None`."""
+    new_class = SWAPS.get(type(layer))
+    return None if new_class is None else new_class.from_config(layer.get_config())
