@@ -6,10 +6,8 @@ What it changes, and how one traced training step serves every value:
   spatial ones), `DropPath` and `DropBlock2D`, a variable of the model that
   the step reads;
 - a weight penalty: for the length of `fit`, `variable.regularizer` becomes
-  `factor * regularizer`, with `factor` a non-trainable variable held by a
-  small layer attached to the model (so that the JAX backend, which passes
-  the model's variables into the step, passes it too; a variable outside the
-  model would be a constant of the traced step there);
+  `factor * regularizer`, with `factor` a non-trainable variable of the
+  model (`_scaled_penalty`);
 - `DecoupledWeightDecay`'s `weight_decay`: for the length of `fit`, a
   `ScheduledWeightDecay`, which turns the optimizer's step count into the
   epoch inside the step.
@@ -24,7 +22,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _graph
-from keras_regkit import _private_api
+from keras_regkit import _scaled_penalty
 from keras_regkit import _selectors
 from keras_regkit import _validation
 from keras_regkit import _wrapping
@@ -40,62 +38,11 @@ RATE_KINDS = {
     "drop_block": (DropBlock2D, "DropBlock2D"),
 }
 RATE_LAYERS = (_ScheduledRate, DropPath, DropBlock2D)
-HOLDER = "_keras_regkit_penalty_factors"
 
 # model -> the undo of the schedule installed on it while a `fit` runs. A fit
 # that raises never calls `on_train_end`; the next fit with a schedule undoes
 # the leftovers first (or call `RegularizationSchedule.restore()`).
 _INSTALLED = weakref.WeakKeyDictionary()
-# owner layer -> its (empty between fits) factor holder, reused across fits.
-_HOLDERS = weakref.WeakKeyDictionary()
-
-
-class _FactorHolder(keras.layers.Layer):
-    """Holds the penalty factors as non-trainable variables while a fit runs.
-
-    Never built, so its variables can be set and deleted as attributes at any
-    time (Keras tracks and untracks them); it has none between fits.
-    """
-
-    def __init__(self):
-        super().__init__(name="keras_regkit_penalty_factors")
-
-
-class _ScaledPenalty:
-    """`factor * regularizer(x)`; otherwise it reads as `regularizer`.
-
-    Readers of `variable.regularizer` (`DecoupledWeightDecay`'s group unit,
-    `ElasticNetCorrection`, `regularization_summary`, serialization) must go on
-    seeing the user's regularizer while a schedule scales it: attributes are
-    read from and written to it, and `__class__` is its class (so `isinstance`
-    checks see it too).
-    """
-
-    def __init__(self, regularizer, factor):
-        object.__setattr__(self, "regularizer", regularizer)
-        object.__setattr__(self, "factor", factor)
-
-    @property
-    def __class__(self):
-        return type(object.__getattribute__(self, "regularizer"))
-
-    def __call__(self, x):
-        penalty = ops.convert_to_tensor(self.regularizer(x))
-        return ops.cast(self.factor, penalty.dtype) * penalty
-
-    def __getattr__(self, name):
-        return getattr(object.__getattribute__(self, "regularizer"), name)
-
-    def __setattr__(self, name, value):
-        setattr(self.regularizer, name, value)
-
-    def __repr__(self):
-        return f"{self.regularizer!r} (scaled by a RegularizationSchedule)"
-
-
-def _scaled(regularizer):
-    """Whether `regularizer` is a `_ScaledPenalty`."""
-    return type(regularizer) is _ScaledPenalty
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -391,7 +338,7 @@ class RegularizationSchedule(keras.callbacks.Callback):
             targets.append((schedule, layer.rate_factor))
         retrace = False
         if groups:
-            targets.extend(self._install_penalties(model, groups, undo))
+            targets.extend(_scaled_penalty.scale_penalties(model, groups, undo))
             retrace = True
         self._decay = None
         if decay is not None:
@@ -408,50 +355,6 @@ class RegularizationSchedule(keras.callbacks.Callback):
                                  setattr(model, "test_function", None)))
             model.make_train_function(force=True)
             model.test_function = None
-        return targets
-
-    def _install_penalties(self, model, groups, undo):
-        """Wraps each penalized variable's regularizer; returns `(schedule, factor)` pairs."""
-        owners = _selectors.variable_owners(model)
-        owner = owners.get(id(groups[0][1][0]), model)
-        holder = _HOLDERS.get(owner)
-        if holder is None:
-            holder = _HOLDERS[owner] = _FactorHolder()
-        strategy = getattr(model, "distribute_strategy", None)
-        targets, names = [], []
-        for index, (schedule, variables) in enumerate(groups):
-            name = f"factor_{index}"
-            if strategy is not None:
-                with strategy.scope():
-                    factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
-            else:
-                factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
-            setattr(holder, name, factor)
-            names.append(name)
-            targets.append((schedule, factor))
-            for variable in variables:
-                inner = variable.regularizer
-                if _scaled(inner):
-                    inner = inner.regularizer
-                variable.regularizer = _ScaledPenalty(inner, factor)
-                undo.append(lambda v=variable, r=inner: setattr(v, "regularizer", r)
-                            if _scaled(v.regularizer) else None)
-        _private_api.set_tracked_attribute(owner, HOLDER, holder)
-
-        def detach():
-            for name in names:
-                delattr(holder, name)
-            if HOLDER in vars(owner):
-                delattr(owner, HOLDER)
-
-        undo.insert(0, detach)  # run last
-        tracked = {id(v) for v in model.non_trainable_variables}
-        if not all(id(factor) in tracked for _, factor in targets):
-            raise RuntimeError(
-                "RegularizationSchedule: the penalty factors are not among the model's "
-                "variables after attaching them to layer "
-                f"{owner.name!r}; this Keras version tracks layers differently. "
-                "Please report it.")
         return targets
 
     def restore(self):
