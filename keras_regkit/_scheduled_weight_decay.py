@@ -3,24 +3,11 @@
 Its public home is `keras_regkit.schedules` (saved configs name it).
 """
 
-import numbers
-
 import keras
 from keras import ops
 
 from keras_regkit import _validation
 from keras_regkit.schedules import get
-
-
-def _count(value, name):
-    """An int `>= 0` (a step or epoch counter)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer >= 0. Received: {name}={value!r} "
-            f"of type {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0. Received: {name}={value!r}")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -66,8 +53,8 @@ class ScheduledWeightDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.weight_decay = weight_decay
         self.schedule = get(schedule, "schedule")
         self.steps_per_epoch = _validation.positive_int(steps_per_epoch, "steps_per_epoch")
-        self.initial_step = _count(initial_step, "initial_step")
-        self.initial_epoch = _count(initial_epoch, "initial_epoch")
+        self.initial_step = _validation.non_negative_int(initial_step, "initial_step")
+        self.initial_epoch = _validation.non_negative_int(initial_epoch, "initial_epoch")
         self.per_step = _validation.boolean(per_step, "per_step")
 
     def epoch(self, step):

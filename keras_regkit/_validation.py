@@ -78,6 +78,18 @@ def positive_int(value, name):
     return int(value)
 
 
+def non_negative_int(value, name):
+    """Returns `value` as an int `>= 0` (a step or epoch count), refusing bools and floats."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer >= 0. {_received(name, value)} "
+            f"of type {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0. {_received(name, value)}")
+    return int(value)
+
+
 def one_of(value, name, choices):
     """Returns `value` if it is one of `choices`."""
     if not isinstance(value, str) or value not in choices:

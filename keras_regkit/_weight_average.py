@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import numbers
 
 import keras
 import numpy as np
@@ -11,16 +10,6 @@ from keras import ops
 from keras_regkit import _selectors
 from keras_regkit import _validation
 from keras_regkit import batch_norm
-
-
-def non_negative_int(value, name):
-    """Returns `value` as an int `>= 0`, refusing bools and floats."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer >= 0. Received: {name}={value!r} "
-                        f"of type {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0. Received: {name}={value!r}")
-    return int(value)
 
 
 def check_validation_data(data):

@@ -117,7 +117,7 @@ class SWA(_weight_average.WeightAverage):
 
     def __init__(self, start_epoch, frequency=1, swa_learning_rate=None, recalibrate_data=None,
                  recalibrate_steps=None, validation_data=None, final_weights="average"):
-        self.start_epoch = _weight_average.non_negative_int(start_epoch, "start_epoch")
+        self.start_epoch = _validation.non_negative_int(start_epoch, "start_epoch")
         self.frequency = _validation.positive_int(frequency, "frequency")
         self.swa_learning_rate = (None if swa_learning_rate is None else
                                   _validation.positive(swa_learning_rate, "swa_learning_rate"))
@@ -262,7 +262,7 @@ class EMA(_weight_average.WeightAverage):
         self.warmup_power = (None if warmup_power is None
                              else _validation.positive(warmup_power, "warmup_power"))
         self.warmup_gamma = _validation.positive(warmup_gamma, "warmup_gamma")
-        self.update_after_step = _weight_average.non_negative_int(
+        self.update_after_step = _validation.non_negative_int(
             update_after_step, "update_after_step")
         self.batch_norm = _validation.one_of(batch_norm, "batch_norm", ("average", "recalibrate"))
         super().__init__(recalibrate_data, recalibrate_steps, validation_data, final_weights)

@@ -54,6 +54,17 @@ def test_positive_int():
         _validation.positive_int(True, "epochs")
 
 
+def test_non_negative_int():
+    assert _validation.non_negative_int(0, "start_epoch") == 0
+    result = _validation.non_negative_int(np.int64(4), "start_epoch")
+    assert type(result) is int and result == 4
+    with pytest.raises(ValueError, match="`start_epoch` must be >= 0. Received: start_epoch=-1"):
+        _validation.non_negative_int(-1, "start_epoch")
+    for value in (2.0, True, None, "3"):
+        with pytest.raises(TypeError, match=f"must be an integer >= 0. Received: start_epoch={value!r}"):
+            _validation.non_negative_int(value, "start_epoch")
+
+
 def test_boolean():
     assert _validation.boolean(False, "spatial") is False
     for value in (0, 1, None, "True", np.bool_(True)):
