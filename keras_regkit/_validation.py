@@ -62,32 +62,31 @@ def rate(value, name="rate"):
     return value
 
 
-def positive_int(value, name):
-    """Returns `value` as an int `>= 1` (and at most `MAX_INT`), refusing bools and floats."""
+def _int_at_least(value, name, low):
+    """Returns `value` as an int `>= low`, refusing bools and floats."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"`{name}` must be an integer >= 1. {_received(name, value)} "
+            f"`{name}` must be an integer >= {low}. {_received(name, value)} "
             f"of type {type(value).__name__}"
         )
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1. {_received(name, value)}")
-    if value > MAX_INT:
-        raise ValueError(
-            f"`{name}` must be at most 2**63 - 1 (TensorFlow's int64). {_received(name, value)}"
-        )
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}. {_received(name, value)}")
     return int(value)
 
 
 def non_negative_int(value, name):
     """Returns `value` as an int `>= 0` (a step or epoch count), refusing bools and floats."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer >= 0. {_received(name, value)} "
-            f"of type {type(value).__name__}"
+    return _int_at_least(value, name, 0)
+
+
+def positive_int(value, name):
+    """Returns `value` as an int `>= 1` (and at most `MAX_INT`), refusing bools and floats."""
+    value = _int_at_least(value, name, 1)
+    if value > MAX_INT:
+        raise ValueError(
+            f"`{name}` must be at most 2**63 - 1 (TensorFlow's int64). {_received(name, value)}"
         )
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0. {_received(name, value)}")
-    return int(value)
+    return value
 
 
 def one_of(value, name, choices):
