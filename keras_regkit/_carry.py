@@ -65,7 +65,10 @@ def carry_rules(old_model, new_model, layers, models):
             f"{lost[:10]}. Nothing was changed.")
     owners = _selectors.variable_owners(new_model)
     for copy, kind, value in changes:
-        _weights.attach(owners.get(id(copy), new_model), copy, copy.name, kind, value)
+        # A value that does not serialize stays out of the copy's layer config
+        # (where it would break `model.save`), as `regularize` keeps it out.
+        _weights.attach(owners.get(id(copy), new_model), copy, copy.name, kind, value,
+                        in_config=_rule_store.storable(value))
     _carry_records(old_model, new_of, mapped, owners)
 
 

@@ -20,8 +20,10 @@ anyway (`kept_by_config`); they warn about the others.
 """
 
 import json
+import os
 import posixpath
 import zipfile
+import zlib
 
 import keras
 
@@ -45,7 +47,8 @@ class RuleStore(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(name="keras_regkit_rules", **kwargs)
-        self.records = {}
+        # Plain data, not tracked by Keras (a tracked dict wraps every record).
+        object.__setattr__(self, "records", {})
 
     def put(self, record):
         self.records[(record["kind"], record["index"])] = record
@@ -82,6 +85,7 @@ def forget(model, variables, kind):
 # before anything is read: a crafted archive cannot make us inflate more.
 RECORD_BYTES = 8 * 1024
 BASE_BYTES = 64 * 1024
+MAX_PATH = 4096  # characters of a recorded variable path
 _RECORD_KEYS = ("kind", "index", "variable", "shape", "value")
 
 
@@ -102,6 +106,10 @@ def read_records(filepath, *, variable_count, archive_required=True):
     (`check_record`); anything else raises one `ValueError` that names the
     file, the entry and the record. Nothing is applied here.
     """
+    if not isinstance(filepath, (str, os.PathLike)):
+        raise TypeError(
+            "`filepath` must be the path of a `.keras` file (a str or os.PathLike). "
+            f"Received: filepath={filepath!r} of type {type(filepath).__name__}")
     found = []
     try:
         archive = zipfile.ZipFile(filepath)
@@ -114,8 +122,9 @@ def read_records(filepath, *, variable_count, archive_required=True):
             "`filepath` must be a `.keras` file written by `model.save`. "
             f"Received: filepath={filepath!r} ({error})"
         ) from error
-    max_records = 2 * variable_count
+    max_records = 2 * variable_count  # in all the stores of the file together
     budget = BASE_BYTES + max_records * RECORD_BYTES
+    count = 0
     with archive:
         for info in sorted(archive.infolist(), key=lambda info: info.filename):
             name = info.filename
@@ -134,28 +143,39 @@ def read_records(filepath, *, variable_count, archive_required=True):
             try:
                 with archive.open(info) as member:
                     raw = member.read(info.file_size + 1)
-            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, zlib.error) as error:
                 raise _malformed(where, f"it cannot be read ({error})") from error
             if len(raw) > info.file_size:
                 raise _malformed(where, "it is longer than the archive says")
             try:
                 content = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as error:
-                raise _malformed(where, f"it is not JSON ({error})") from error
+            except (UnicodeDecodeError, ValueError, RecursionError) as error:
+                raise _malformed(where, f"it is not JSON ({type(error).__name__}: "
+                                        f"{str(error)[:200]})") from error
             if not isinstance(content, dict) or not isinstance(content.get("records"), list):
                 raise _malformed(where, "it must be a JSON object with a list of 'records'")
-            if content.get("format") != FORMAT:
+            if type(content.get("format")) is not int or content["format"] != FORMAT:
                 raise ValueError(
                     f"{where} has format {content.get('format')!r}; this version "
                     f"of keras_regkit reads format {FORMAT}."
                 )
             stored = content["records"]
-            if len(stored) > max_records:
+            count += len(stored)
+            if count > max_records:
                 raise _malformed(
-                    where, f"it holds {len(stored)} records; a model with "
-                    f"{variable_count} variables has at most {max_records}")
+                    where, f"it holds {len(stored)} records ({count} with those before "
+                    f"it); a model with {variable_count} variables has at most "
+                    f"{max_records}")
+            seen = set()
             for number, record in enumerate(stored):
                 check_record(record, f"record {number} of {where}")
+                key = (record["kind"], record["variable"], record["index"])
+                if key in seen:
+                    raise _malformed(
+                        f"record {number} of {where}",
+                        f"a second {record['kind']} record for '{record['variable']}' "
+                        f"(position {record['index']}); a store holds one per variable")
+                seen.add(key)
             found.append(("/".join(parts[1:-2]), name, stored))
     return found
 
@@ -169,13 +189,15 @@ def check_record(record, where):
 
     if not isinstance(record, dict) or sorted(record) != sorted(_RECORD_KEYS):
         refuse(f"a record must be a JSON object with the keys {list(_RECORD_KEYS)}")
-    if record["kind"] not in _weights.KINDS:
+    if not isinstance(record["kind"], str) or record["kind"] not in _weights.KINDS:
         refuse(f"'kind' must be one of {sorted(_weights.KINDS)}")
     index = record["index"]
     if type(index) is not int or index < 0:
         refuse("'index' must be a non-negative integer")
     if not isinstance(record["variable"], str) or not record["variable"]:
         refuse("'variable' must be a non-empty variable path")
+    if len(record["variable"]) > MAX_PATH:
+        refuse(f"'variable' must be a variable path of at most {MAX_PATH} characters")
     shape = record["shape"]
     if not isinstance(shape, list) or not all(
             type(size) is int and size >= 0 for size in shape):
@@ -215,6 +237,11 @@ def records(model, planned, kind):
             }
         )
     return made, unstorable
+
+
+def storable(value):
+    """Whether `value` (a rule, or `None`) can be kept in layer configs and records."""
+    return value is None or _serialize(value) is not None
 
 
 def _serialize(value):

@@ -37,17 +37,18 @@ def weight_name(owner, variable, names):
     return getattr(variable, "name", None)
 
 
-def config_attribute(owner, name, kind):
-    """The settable attribute of `owner` that its config reads, or `None`."""
+def config_attribute(owner, name, kind, config=None):
+    """The settable attribute of `owner` that its config reads, or `None`.
+
+    `config`: `owner.get_config()` if the caller has it already.
+    """
     candidates = [f"{name}_{kind}"]
     if name.endswith("_kernel"):  # depthwise_regularizer, recurrent_regularizer
         candidates.append(f"{name[: -len('_kernel')]}_{kind}")
     if name == "kernel":  # DepthwiseConv*D: weight `kernel`, config `depthwise_*`
         candidates.append(f"depthwise_{kind}")
-    try:
-        config = owner.get_config()
-    except Exception:  # a custom layer without get_config
-        config = {}
+    if config is None:
+        config = layer_config(owner)
     for attribute in candidates:
         declared = getattr(type(owner), attribute, None)
         if isinstance(declared, property) and declared.fset is None:
@@ -99,7 +100,15 @@ def dry_run(value, variable, kind, layer, name):
         )
 
 
-def attach(owner, variable, name, kind, value, in_config=True):
+def layer_config(owner):
+    """`owner.get_config()`, or `{}` for a custom layer without one."""
+    try:
+        return owner.get_config()
+    except Exception:
+        return {}
+
+
+def attach(owner, variable, name, kind, value, in_config=True, config=None):
     """Sets `value` on `variable` and in `owner`'s config attribute.
 
     With `in_config=False` (a value that does not serialize, which would break
@@ -108,14 +117,14 @@ def attach(owner, variable, name, kind, value, in_config=True):
     if kind not in KINDS:  # never an arbitrary attribute name
         raise ValueError(f"`kind` must be one of {sorted(KINDS)}. Received: kind={kind!r}")
     setattr(variable, kind, value)
-    attribute = config_attribute(owner, name, kind)
+    attribute = config_attribute(owner, name, kind, config)
     if attribute is not None:
         setattr(owner, attribute, value if in_config else None)
 
 
-def current(owner, variable, name, kind):
+def current(owner, variable, name, kind, config=None):
     """What `attach` would overwrite, for `put_back`."""
-    attribute = config_attribute(owner, name, kind)
+    attribute = config_attribute(owner, name, kind, config)
     return (variable, kind, getattr(variable, kind, None), owner, attribute,
             None if attribute is None else getattr(owner, attribute))
 

@@ -9,6 +9,8 @@ record every rule on the model (see `_rule_store`), `model.save` writes the
 records into the `.keras` file, and `load_model`/`restore_rules` put them back.
 """
 
+import json
+
 import keras
 
 from keras_regkit import _rule_store
@@ -124,6 +126,7 @@ def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
     weights = _selectors.unique_variables(model.weights)
     index = _PathIndex(weights)
     plan, missing = {}, []  # (kind, id(variable)) -> (owner, variable, kind, value)
+    tried = set()  # (serialized value, shape, dtype) already dry-run
     for holder, member, stored in stored_records:
         for number, record in enumerate(stored):
             where = f"record {number} of '{member}' in {filepath!r}"
@@ -133,7 +136,10 @@ def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
                 continue
             kind, owner = record["kind"], owners.get(id(variable), model)
             value = _load_value(record, kind, where, safe_mode, custom_objects)
-            if value is not None:
+            key = (json.dumps(record["value"], sort_keys=True), tuple(variable.shape),
+                   str(variable.dtype))
+            if value is not None and key not in tried:
+                tried.add(key)
                 try:
                     _weights.dry_run(value, variable, kind, owner, variable.name)
                 except ValueError as error:
@@ -151,11 +157,14 @@ def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
         planned = [(o, v, v.name, value) for o, v, k, value in plan.values() if k == kind]
         records.extend(_rule_store.records(model, planned, kind)[0])
     # Everything is valid: apply, undoing it all if Keras refuses a value anyway.
-    undo = []
+    undo, configs = [], {}  # each owner's config read once
     try:
         for owner, variable, kind, value in plan.values():
-            undo.append(_weights.current(owner, variable, variable.name, kind))
-            _weights.attach(owner, variable, variable.name, kind, value)
+            if id(owner) not in configs:
+                configs[id(owner)] = _weights.layer_config(owner)
+            config = configs[id(owner)]
+            undo.append(_weights.current(owner, variable, variable.name, kind, config))
+            _weights.attach(owner, variable, variable.name, kind, value, config=config)
     except Exception:
         for previous in reversed(undo):
             _weights.put_back(previous)
@@ -171,6 +180,7 @@ def _load_value(record, kind, where, safe_mode, custom_objects):
     """The rule a record holds, deserialized and checked as `regularize` checks one."""
     if record["value"] is None:
         return None
+    _check_class(record["value"], kind, where, custom_objects)
     try:
         value = keras.saving.deserialize_keras_object(
             record["value"], custom_objects=custom_objects, safe_mode=safe_mode)
@@ -179,6 +189,32 @@ def _load_value(record, kind, where, safe_mode, custom_objects):
             f"The {kind} of {where} does not load: {type(error).__name__}: "
             f"{error}. Nothing was changed.") from error
     return _weights.check_value(value, kind, f"The {kind} of {where}")
+
+
+def _check_class(config, kind, where, custom_objects):
+    """Refuses, before anything is built, a config whose class is known and not a rule.
+
+    Keras builds what a config names (a layer with its weights, a model);
+    a class found by its registered name, or one of Keras's own modules other
+    than its regularizers/constraints, is checked here first. What is not
+    found is checked after deserializing, by type.
+    """
+    base, _ = _weights.KINDS[kind]
+    name = config.get("registered_name") or config.get("class_name")
+    module = config.get("module")
+    found = None
+    if isinstance(name, str):
+        found = (custom_objects or {}).get(name) or keras.saving.get_registered_object(name)
+    if isinstance(found, type) and not issubclass(found, base):
+        refused = f"{found.__module__}.{found.__name__}"
+    elif (found is None and isinstance(module, str) and module.split(".")[0] == "keras"
+          and module not in (f"keras.{kind}s", f"keras.src.{kind}s.{kind}s")):
+        refused = f"{module}.{config.get('class_name')}"
+    else:
+        return
+    raise TypeError(
+        f"The {kind} of {where} must be a `keras.{kind}s.{base.__name__}`; it names "
+        f"{refused}, which is not built. Nothing was changed. Received: {str(config)[:200]}")
 
 
 class _PathIndex:
@@ -195,6 +231,8 @@ class _PathIndex:
         self.weights = weights
         self.by_path = {}  # full path -> [variable]
         self.by_suffix = {}  # each "/"-suffix of a path, the path too -> [variable]
+        self.longest = max((len(v.path) for v in weights), default=0)
+        self.depth = max((v.path.count("/") + 1 for v in weights), default=0)
         for variable in weights:
             parts = variable.path.split("/")
             self.by_path.setdefault(variable.path, []).append(variable)
@@ -209,10 +247,15 @@ class _PathIndex:
             at_index = self.weights[record["index"]]
             if list(at_index.shape) != shape:
                 at_index = None
-        parts = path.split("/")
         candidates = list(self.by_suffix.get(path, []))  # ends with the path
-        for start in range(1, len(parts)):  # is a tail of the path
-            candidates.extend(self.by_path.get("/".join(parts[start:]), []))
+        # Is a tail of the path: only tails as long and as deep as a variable's
+        # path can be one, so a crafted path of many '/' costs no more.
+        end = len(path)
+        for _ in range(self.depth):
+            end = path.rfind("/", 0, end)
+            if end < 0 or len(path) - end - 1 > self.longest:
+                break
+            candidates.extend(self.by_path.get(path[end + 1:], []))
         found = list({id(v): v for v in candidates if list(v.shape) == shape}.values())
         if len(found) == 1:
             return found[0]

@@ -161,7 +161,8 @@ def test_records_are_capped_before_they_are_read(tmp_path, monkeypatch):
 def test_more_records_than_a_model_can_have_are_refused(tmp_path):
     path, member, records = _saved(tmp_path)
     _refused(_records_file(path, member, records * 6), ValueError,
-             r"holds 24 records; a model with 10 variables has at most 20")
+             r"holds 24 records \(24 with those before it\); a model with 10 variables "
+             r"has at most 20")
 
 
 class _ManyWeights(keras.layers.Layer):
@@ -195,3 +196,88 @@ def test_restore_takes_time_linear_in_records_and_weights(tmp_path):
     elapsed = time.perf_counter() - start
     assert sum(v.regularizer is not None for v in model.weights) == count
     assert elapsed < 5.0, f"restore of {count} records took {elapsed:.1f} s"
+
+
+# --- found by a red-team pass ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, match", [
+    ({"format": 1, "records": [{"kind": ["regularizer"], "index": 0, "variable": "a",
+                                "shape": [], "value": None}]}, r"'kind' must be one of"),
+    (b"[" * 100_000, r"it is not JSON \(RecursionError"),
+    ({"format": True, "records": []}, r"has format True"),
+])
+def test_odd_json_is_one_value_error(tmp_path, content, match):
+    path, member, _ = _saved(tmp_path)
+    _refused(_craft(path, member, content), ValueError, match)
+
+
+def test_duplicate_records_are_refused(tmp_path):
+    path, member, records = _saved(tmp_path)
+    duplicate = {**records[0], "value": keras.saving.serialize_keras_object(
+        keras_regkit.L2(5.0))}
+    _refused(_records_file(path, member, records + [duplicate]), ValueError,
+             r"record 4 of .*a second regularizer record for")
+
+
+def test_the_record_cap_counts_every_store_of_the_file(tmp_path):
+    path, member, records = _saved(tmp_path)
+    crafted = _records_file(path, member, records)
+    with zipfile.ZipFile(crafted, "a") as archive:  # 5 more stores of 4 records each
+        for i in range(5):
+            archive.writestr(f"assets/layers/m{i}/{_rule_store.ATTRIBUTE}/{_rule_store.FILENAME}",
+                             json.dumps({"format": 1, "records": records}))
+    _refused(crafted, ValueError, r"\(24 with those before it\); a model with 10 variables")
+
+
+def test_a_corrupt_deflate_stream_is_one_value_error(tmp_path):
+    path, member, records = _saved(tmp_path)
+    crafted = _records_file(path, member, records)
+    data = bytearray(open(crafted, "rb").read())
+    with zipfile.ZipFile(crafted) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start:start + 8] = b"\xff" * 8  # garbage where the compressed bytes begin
+    open(crafted, "wb").write(bytes(data))
+    # (Keras's own load_model of this file fails in zlib first: it extracts assets.)
+    model = keras.saving.load_model(path)
+    before = helpers.snapshot(model)
+    with pytest.raises(ValueError, match=r"it cannot be read"):
+        keras_regkit.restore_rules(model, crafted)
+    helpers.assert_unchanged(model, before)
+
+
+def test_long_paths_of_slashes_cost_no_more_than_real_ones(tmp_path):
+    path, member, records = _saved(tmp_path)
+    crafted = _records_file(path, member, [
+        {**record, "variable": "/" * 4000 + record["variable"]} for record in records])
+    model = keras.saving.load_model(crafted)
+    start = time.perf_counter()
+    keras_regkit.restore_rules(model, crafted)  # still found: the tail is the real path
+    assert time.perf_counter() - start < 2.0
+    assert len(model.losses) == 4
+    too_long = _records_file(path, member, [{**records[0], "variable": "/" * 40_000}])
+    _refused(too_long, ValueError, r"at most 4096 characters")
+
+
+def test_a_config_naming_a_layer_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    path, member, records = _saved(tmp_path)
+    dense = keras.saving.serialize_keras_object(keras.layers.Dense(4000))
+    crafted = _records_file(path, member, [{**records[0], "value": dense}])
+    built, build = [], keras.layers.Dense.build
+
+    def spy(layer, *args, **kwargs):
+        if layer.units == 4000:
+            built.append(layer)
+        return build(layer, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Dense, "build", spy)
+    _refused(crafted, TypeError, r"names keras.*Dense, which is not built")
+    assert not built
+
+
+@pytest.mark.parametrize("filepath", [None, 123, b"model.keras"])
+def test_a_filepath_that_is_no_path_is_a_type_error(filepath):
+    model = _attention_model()
+    with pytest.raises(TypeError, match=r"Received: filepath="):
+        keras_regkit.restore_rules(model, filepath)

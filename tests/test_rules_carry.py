@@ -127,3 +127,18 @@ def test_a_rule_with_no_copy_is_refused_by_name():
     with pytest.raises(ValueError, match=r"Cannot carry 9 rule\(s\).*attention/query/kernel"):
         _carry.carry_rules(model, other, layers=[], models=[])
     assert not other.losses  # nothing was set
+
+
+class _Unserializable(keras.regularizers.Regularizer):  # no get_config, not registered
+    def __call__(self, x):
+        return 0.1 * keras.ops.sum(keras.ops.abs(x))
+
+
+def test_a_rule_that_does_not_serialize_stays_out_of_the_copy_config(tmp_path):
+    model = _residual_attention_net()
+    with pytest.warns(UserWarning, match="cannot be stored"):
+        keras_regkit.regularize(model, {"logits": _Unserializable()})
+    new = keras_regkit.insert_dropout(model, 0.2, after="pool")
+    assert _penalties(new) == pytest.approx(_penalties(model), rel=1e-6)
+    assert new.get_layer("logits").kernel_regularizer is None  # as regularize left it
+    new.save(tmp_path / "copy.keras")  # would raise NotImplementedError from get_config
