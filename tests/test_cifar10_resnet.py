@@ -105,3 +105,31 @@ def test_resnet_dropblock_run_with_mock_data_ramps_the_rate(tmp_path, monkeypatc
     factors = {float(w.numpy()) for w in result["model"].weights if w.name == "rate_factor"}
     assert factors == {1.0}  # all 18 layers at the full rate in the last epoch
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("name, key", [("resnet+swa", "val_swa_accuracy"),
+                                       ("resnet+ema", "val_ema_accuracy")])
+def test_averaging_variants_end_with_the_average_and_log_it(tmp_path, name, key):
+    from keras_regkit import EMA, SWA
+
+    variant = cifar10.VARIANTS[name]
+    callbacks = variant.build_callbacks(epochs=4)
+    assert [type(c) for c in callbacks] == [SWA if variant.swa_start else EMA]
+    if variant.swa_start:
+        assert callbacks[0].start_epoch == 2  # the second half of 4 epochs
+    with tfds.testing.mock_data(num_examples=24):
+        result = cifar10.train(name, epochs=2, batch_size=8, train_limit=16, test_limit=8,
+                               out=tmp_path / "run", verbose=0, seed=0)
+    history, metrics = result["history"], result["metrics"]
+    assert key in history and metrics["variant_config"]["architecture"] == "resnet"
+    # The model written and scored is the average: its test accuracy is the last
+    # epoch's averaged one (the same weights and test images).
+    assert metrics["test_accuracy"] == pytest.approx(history[key][-1], abs=1e-6)
+
+
+def test_averaging_fields_are_checked():
+    with pytest.raises(ValueError, match="Received: swa_start=1.5"):
+        cifar10.Variant("x", "x", swa_start=1.5)
+    with pytest.raises(ValueError, match="Received: ema_decay=-0.1"):
+        cifar10.Variant("x", "x", ema_decay=-0.1)

@@ -259,7 +259,9 @@ def _train(settings, out_path, *, overwrite, verbose, command, started):
         validation_data=data.test,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
-        callbacks=variant.build_callbacks() + [RegularizationMonitor(per_variable=False)],
+        callbacks=variant.build_callbacks(
+            epochs=settings.epochs, train_data=data.train_eval, validation_data=data.test,
+        ) + [RegularizationMonitor(per_variable=False)],
     )
     train_seconds = time.perf_counter() - fit_started
     train_scores = model.evaluate(data.train_eval, verbose=0, return_dict=True)

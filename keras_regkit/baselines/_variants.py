@@ -65,6 +65,13 @@ class Variant:
             `build_variant` wraps around the network (the optimizer steps
             with the gradient at the SAM-perturbed weights); `0`: plain
             training.
+        swa_start: Fraction of the run's epochs after which
+            `keras_regkit.SWA` averages the weights once an epoch (batch-norm
+            statistics recalibrated on the training images at the end; the
+            final model and its scores are the average); `0`: none.
+        ema_decay: `decay` of a `keras_regkit.EMA` of the weights (timm's
+            warm-up; batch-norm statistics averaged too; the final model and
+            its scores are the average); `0`: none.
 
     The fields were called `weight_decay` (now `l2`) and
     `normalized_weight_decay` (now `normalized_decay`) before; reading the
@@ -94,6 +101,12 @@ class Variant:
     dropblock: float = 0.0
     dropblock_size: int = 5
     sam_rho: float = 0.0
+    swa_start: float = 0.0
+    ema_decay: float = 0.0
+
+    def __post_init__(self):
+        _validation.fraction(self.swa_start, "swa_start")
+        _validation.fraction(self.ema_decay, "ema_decay")
 
     @property
     def decoupled(self):
@@ -118,13 +131,25 @@ class Variant:
 
         return _model.build_network(self, batch_norm=batch_norm, blocks=blocks)
 
-    def build_callbacks(self):
-        """The `fit` callbacks the variant needs (`DropBlockSchedule` for DropBlock)."""
-        if not self.dropblock:
-            return []
+    def build_callbacks(self, *, epochs=None, train_data=None, validation_data=None):
+        """The `fit` callbacks the variant needs.
+
+        `DropBlockSchedule` for DropBlock; `SWA` from epoch `int(swa_start *
+        epochs)` (recalibrating batch norm on `train_data`), `EMA`, both
+        evaluating on `validation_data` each epoch (`val_swa_*`, `val_ema_*`).
+        """
+        from keras_regkit import averaging
         from keras_regkit.layers import DropBlockSchedule
 
-        return [DropBlockSchedule()]
+        callbacks = [DropBlockSchedule()] if self.dropblock else []
+        if self.swa_start:
+            start = int(self.swa_start * (epochs or DEFAULT_RUN["epochs"]))
+            callbacks.append(averaging.SWA(start_epoch=start, recalibrate_data=train_data,
+                                           validation_data=validation_data))
+        if self.ema_decay:
+            callbacks.append(averaging.EMA(decay=self.ema_decay,
+                                           validation_data=validation_data))
+        return callbacks
 
     def decoupled_weight_decay(self, *, batch_size=None, num_examples=None, epochs=None):
         """The optimizer's per-step decoupled decay for a run (defaults: `DEFAULT_RUN`).
@@ -222,6 +247,18 @@ VARIANTS = {
             "ResNet-20 + DropBlock (rate 0.1 ramped, block 5) in stages 2-3",
             architecture="resnet",
             dropblock=0.1,
+        ),
+        Variant(
+            "resnet+swa",
+            "ResNet-20 + SWA over the second half of the run (BN recalibrated)",
+            architecture="resnet",
+            swa_start=0.5,
+        ),
+        Variant(
+            "resnet+ema",
+            "ResNet-20 + EMA of the weights (decay 0.999, timm warm-up)",
+            architecture="resnet",
+            ema_decay=0.999,
         ),
         Variant(
             "sam",
