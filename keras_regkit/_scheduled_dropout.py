@@ -57,6 +57,20 @@ def _channels(inputs, data_format):
     return (shape[0],) + ones + (shape[-1],)
 
 
+class _ScheduledMaps(_ScheduledRate):
+    """What `ScheduledSpatialDropout2D/3D` share: `data_format`, and whole maps dropped."""
+
+    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None):
+        rate = _validation.rate(rate, "rate")
+        seed = _validation.seed(seed, "seed")
+        if data_format is not None:
+            _validation.one_of(data_format, "data_format", ("channels_last", "channels_first"))
+        super().__init__(rate, data_format=data_format, seed=seed, name=name, dtype=dtype)
+
+    def _noise_shape(self, inputs):
+        return _channels(inputs, self.data_format)
+
+
 @keras.saving.register_keras_serializable(package="keras_regkit")
 class ScheduledDropout(_ScheduledRate, keras.layers.Dropout):
     r"""`keras.layers.Dropout` whose rate a schedule can change during training.
@@ -130,7 +144,7 @@ class ScheduledSpatialDropout1D(_ScheduledRate, keras.layers.SpatialDropout1D):
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class ScheduledSpatialDropout2D(_ScheduledRate, keras.layers.SpatialDropout2D):
+class ScheduledSpatialDropout2D(_ScheduledMaps, keras.layers.SpatialDropout2D):
     """`keras.layers.SpatialDropout2D` whose rate a schedule can change.
 
     Drops whole feature maps with rate `rate * rate_factor`, see
@@ -145,19 +159,9 @@ class ScheduledSpatialDropout2D(_ScheduledRate, keras.layers.SpatialDropout2D):
         dtype: Optional dtype policy.
     """
 
-    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None):
-        rate = _validation.rate(rate, "rate")
-        seed = _validation.seed(seed, "seed")
-        if data_format is not None:
-            _validation.one_of(data_format, "data_format", ("channels_last", "channels_first"))
-        super().__init__(rate, data_format=data_format, seed=seed, name=name, dtype=dtype)
-
-    def _noise_shape(self, inputs):
-        return _channels(inputs, self.data_format)
-
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class ScheduledSpatialDropout3D(_ScheduledRate, keras.layers.SpatialDropout3D):
+class ScheduledSpatialDropout3D(_ScheduledMaps, keras.layers.SpatialDropout3D):
     """`keras.layers.SpatialDropout3D` whose rate a schedule can change.
 
     Drops whole 3D feature maps with rate `rate * rate_factor`, see
@@ -171,16 +175,6 @@ class ScheduledSpatialDropout3D(_ScheduledRate, keras.layers.SpatialDropout3D):
         name: Optional layer name.
         dtype: Optional dtype policy.
     """
-
-    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None):
-        rate = _validation.rate(rate, "rate")
-        seed = _validation.seed(seed, "seed")
-        if data_format is not None:
-            _validation.one_of(data_format, "data_format", ("channels_last", "channels_first"))
-        super().__init__(rate, data_format=data_format, seed=seed, name=name, dtype=dtype)
-
-    def _noise_shape(self, inputs):
-        return _channels(inputs, self.data_format)
 
 
 # Keras's layer class -> ours (exact classes: a user's subclass is not swapped).
