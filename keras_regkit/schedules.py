@@ -116,8 +116,23 @@ class ConstantSchedule(Schedule):
         return {"value": self.value}
 
 
+class _Ramp(Schedule):
+    """What `LinearSchedule` and `CosineSchedule` share: `start`, `end`, `epochs`."""
+
+    def __init__(self, start, end, epochs):
+        self.start = _validation.non_negative(start, "start")
+        self.end = _validation.non_negative(end, "end")
+        self.epochs = _validation.positive_int(epochs, "epochs")
+
+    def maximum(self):
+        return max(self.start, self.end)
+
+    def get_config(self):
+        return {"start": self.start, "end": self.end, "epochs": self.epochs}
+
+
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class LinearSchedule(Schedule):
+class LinearSchedule(_Ramp):
     """From `start` to `end` linearly over `epochs` epochs, then `end`:
 
         value(epoch) = start + (end - start) * min(epoch / epochs, 1)
@@ -139,24 +154,14 @@ class LinearSchedule(Schedule):
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
-    def __init__(self, start, end, epochs):
-        self.start = _validation.non_negative(start, "start")
-        self.end = _validation.non_negative(end, "end")
-        self.epochs = _validation.positive_int(epochs, "epochs")
 
     def call(self, epoch):
         progress = ops.minimum(epoch / self.epochs, 1.0)
         return self.start + (self.end - self.start) * progress
 
-    def maximum(self):
-        return max(self.start, self.end)
-
-    def get_config(self):
-        return {"start": self.start, "end": self.end, "epochs": self.epochs}
-
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class CosineSchedule(Schedule):
+class CosineSchedule(_Ramp):
     """From `start` to `end` along half a cosine over `epochs` epochs, then `end`:
 
         value(epoch) = start + (end - start) * (1 - cos(pi * min(epoch / epochs, 1))) / 2
@@ -177,20 +182,10 @@ class CosineSchedule(Schedule):
     [1.0, 0.5, 0.0, 0.0]
     """
 
-    def __init__(self, start, end, epochs):
-        self.start = _validation.non_negative(start, "start")
-        self.end = _validation.non_negative(end, "end")
-        self.epochs = _validation.positive_int(epochs, "epochs")
 
     def call(self, epoch):
         progress = ops.minimum(epoch / self.epochs, 1.0)
         return self.start + (self.end - self.start) * 0.5 * (1.0 - ops.cos(math.pi * progress))
-
-    def maximum(self):
-        return max(self.start, self.end)
-
-    def get_config(self):
-        return {"start": self.start, "end": self.end, "epochs": self.epochs}
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
