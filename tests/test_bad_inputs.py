@@ -462,6 +462,12 @@ COEFFICIENTS = [
     pytest.param(lambda v: MaxNorm(max_value=v), "max_value", id="MaxNorm"),
     pytest.param(lambda v: DecoupledWeightDecay(_sgd(), weight_decay=v), "weight_decay",
                  id="DecoupledWeightDecay"),
+    pytest.param(lambda v: keras_regkit.Orthogonal(factor=v), "factor", id="Orthogonal"),
+    pytest.param(lambda v: keras_regkit.ConstantSchedule(v), "value", id="ConstantSchedule"),
+    pytest.param(lambda v: keras_regkit.LinearSchedule(v, 1.0, 2), "start", id="LinearSchedule"),
+    pytest.param(lambda v: keras_regkit.CosineSchedule(1.0, v, 2), "end", id="CosineSchedule"),
+    pytest.param(lambda v: keras_regkit.EarlySchedule(2, value=v), "value", id="EarlySchedule"),
+    pytest.param(lambda v: keras_regkit.LateSchedule(2, value=v), "value", id="LateSchedule"),
 ]
 INVALID_COEFFICIENTS = [
     pytest.param(-1, ValueError, "must be {op} 0. Received: {name}=-1.0", id="negative"),
