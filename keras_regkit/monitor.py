@@ -9,45 +9,56 @@ import contextlib
 import importlib
 import inspect
 import json
-import math
 import os
 import warnings
+import weakref
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_regkit import _distribute
 from keras_regkit import _private_api
-from keras_regkit import _selectors
-from keras_regkit import _units
 from keras_regkit import _validation
-from keras_regkit.constraints import MaxNorm
+from keras_regkit._plots import plot_statistics
+from keras_regkit._plots import write_tensorboard
+from keras_regkit._statistics import variable_statistics
+
+__all__ = ["RegularizationMonitor", "plot_statistics", "variable_statistics"]
 
 _TRACKERS = "_keras_regkit_penalty_trackers"
+_ABSENT = object()
+
+# model -> the undo of the split installed on it while a `fit` (or an
+# `evaluate` given the monitor) runs. A fit that raises never calls
+# `on_train_end`; the next fit or evaluate with any monitor undoes the
+# leftovers first (or call `RegularizationMonitor.restore()`).
+_INSTALLED = weakref.WeakKeyDictionary()
 
 
-def _install_penalty_trackers(model):
+def _install_split(model):
     """Two `Mean` metrics on a model, fed by a `compute_loss` that splits the loss.
 
-    Installed once per model: the metrics become tracked attributes (so they are
-    in `model.metrics` and in every log Keras writes), and the model's
-    `compute_loss` is wrapped on the instance. Keras's `train_step` updates its
-    `loss` tracker with the unscaled per-replica loss weighted by the batch
-    size; the two metrics are updated the same way, so for every logged value
-    `loss = data_loss + penalty` up to float rounding. The data loss is the
-    compiled loss computed on its own (so it stays exact beside a penalty
-    millions of times larger); under a `compute_loss` override, whose terms
-    are unknown, it is the loss minus the penalty.
+    Returns the function that undoes it exactly. The metrics become tracked
+    attributes (so they are in `model.metrics` and in every log Keras writes),
+    and the model's `compute_loss` is wrapped on the instance. Keras's
+    `train_step` updates its `loss` tracker with the unscaled per-replica loss
+    weighted by the batch size; the two metrics are updated the same way, so
+    for every logged value `loss = data_loss + penalty` up to float rounding.
+    The data loss is the compiled loss computed on its own (so it stays exact
+    beside a penalty millions of times larger); under a `compute_loss`
+    override, whose terms are unknown, it is the loss minus the penalty.
+
+    The undo puts back the instance's own `compute_loss` if it had one, else
+    deletes the wrapper so the class's method shows through; removes the two
+    metrics from the model; and drops the traced train and test functions so
+    the next run retraces without the split.
     """
-    if getattr(model, _TRACKERS, None) is not None:
-        return
     strategy = getattr(model, "distribute_strategy", None)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         data = keras.metrics.Mean(name="data_loss")
         penalty = keras.metrics.Mean(name="penalty")
-    _private_api.set_tracked_attribute(model, _TRACKERS, [data, penalty])
+    own = vars(model).get("compute_loss", _ABSENT)  # the user's instance attribute
     compute_loss = model.compute_loss  # the class's method (or the user's), bound
     # Keras passes `training` only to a `compute_loss` that takes it (3.3+).
     takes_training = "training" in inspect.signature(compute_loss).parameters
@@ -77,9 +88,52 @@ def _install_penalty_trackers(model):
         return total
 
     split_compute_loss.keras_regkit_traced = traced
+    done = []
+
+    def undo():
+        if done:
+            return
+        done.append(True)
+        if own is not _ABSENT:
+            model.compute_loss = own
+        elif "compute_loss" in vars(model):
+            del model.compute_loss
+        _remove_tracked_metrics(model, _TRACKERS)
+        _drop_traced_functions(model)
+
+    _private_api.set_tracked_attribute(model, _TRACKERS, [data, penalty])
     model.compute_loss = split_compute_loss
-    for attribute in ("train_function", "test_function"):
-        setattr(model, attribute, None)  # retrace with the split loss
+    _drop_traced_functions(model)
+    return undo
+
+
+def _drop_traced_functions(model):
+    """Forgets the traced steps: the next `fit`/`evaluate` retraces with the current loss."""
+    model.train_function = None
+    model.test_function = None
+
+
+def _remove_tracked_metrics(model, name):
+    """Deletes the attribute `name` and untracks its metrics: they leave `model.metrics`.
+
+    Private: `Layer._tracker`, the counterpart of
+    `_private_api.set_tracked_attribute`; Keras has no public way to remove a
+    metric from a model. The test that fails loudly when it stops working is
+    `tests/test_monitor_cleanup.py` (no `penalty` in a later fit's logs).
+    """
+    metrics = vars(model).get(name)
+    if metrics is None:
+        return
+    for metric in metrics:
+        model._tracker.untrack(metric)
+    delattr(model, name)
+
+
+def _undo_leftovers(model):
+    """Undoes a split left on `model` by a run that raised (Keras skipped its end)."""
+    leftover = _INSTALLED.pop(model, None)
+    if leftover is not None:
+        leftover()
 
 
 def _compiled_loss(model, y, y_pred, sample_weight, dtype):
@@ -148,10 +202,15 @@ class RegularizationMonitor(keras.callbacks.Callback):
     `train_step` does not call `compute_loss` cannot be split: the monitor
     warns once per `fit`.
 
-    The two numbers come from `Mean` metrics that the first `fit` with a
-    monitor adds to the model (they stay in `model.metrics`, so a later
-    `evaluate` reports them too) and from a wrapper around the model's
-    `compute_loss` that splits the loss it returns.
+    The two numbers come from two `Mean` metrics and a wrapper around the
+    model's `compute_loss` that splits the loss it returns. The monitor adds
+    them when `fit` begins (or an `evaluate` given the monitor) and removes
+    them when it ends: then the model has its own `compute_loss` again (an
+    instance attribute of the user's is put back), `model.metrics` is as
+    before, and a later `fit` or `evaluate` without a monitor logs no
+    `penalty`. Keras does not call `on_train_end` when `fit` raises: the next
+    `fit` or `evaluate` with any monitor undoes the leftovers first, or call
+    `restore()`.
 
     **Per epoch, per variable** (`per_variable=True`), for every variable with
     a regularizer or a constraint, and every variable a `DecoupledWeightDecay`
@@ -208,15 +267,14 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self.rows = []
         self._writer = None
         self._checked_split = True  # set to False when a fit begins
-
-    def set_model(self, model):
-        super().set_model(model)
-        _install_penalty_trackers(model)
+        self._undo = None  # undoes the split while a fit or evaluate runs
+        self._test_only = False  # installed by `on_test_begin` of an `evaluate`
 
     def on_train_begin(self, logs=None):
         # Whatever can fail does so here, before the first step, not after training.
         self.rows = []
         self._checked_split = False
+        _undo_leftovers(self.model)
         if self.log_dir is not None and self.per_variable:
             _require("matplotlib", "log_dir", self.log_dir, "draw regularization.png")
         if self.tensorboard_dir is not None:
@@ -232,6 +290,41 @@ class RegularizationMonitor(keras.callbacks.Callback):
                 lambda: tf.summary.create_file_writer(self.tensorboard_dir),
                 (OSError, tf.errors.OpError),
             )
+        self._install()
+        self.model.make_train_function(force=True)  # `fit` made one before this call
+
+    def on_test_begin(self, logs=None):
+        # The validation of a fit runs with the fit's split; a standalone
+        # `evaluate(callbacks=[monitor])` gets its own, removed at its end.
+        if self._undo is None:
+            _undo_leftovers(self.model)
+            self._install()
+            self._test_only = True
+            self.model.make_test_function(force=True)
+
+    def on_test_end(self, logs=None):
+        if self._test_only:
+            self.restore()
+
+    def _install(self):
+        self._undo = _install_split(self.model)
+        self._test_only = False
+        _INSTALLED[self.model] = self._undo
+
+    def restore(self):
+        """Leaves the model as the monitor found it (as the end of `fit` does).
+
+        Puts back the model's own `compute_loss`, removes the `data_loss` and
+        `penalty` metrics, and drops the traced steps. For a `fit` that raised,
+        which Keras does not report to callbacks. Nothing happens when nothing
+        is installed.
+        """
+        undo, self._undo = self._undo, None
+        self._test_only = False
+        if undo is not None:
+            if self.model is not None and _INSTALLED.get(self.model) is undo:
+                del _INSTALLED[self.model]
+            undo()
 
     def _start_json_lines(self):
         os.makedirs(self.log_dir, exist_ok=True)
@@ -265,19 +358,10 @@ class RegularizationMonitor(keras.callbacks.Callback):
                 for row in rows:
                     file.write(json.dumps(row) + "\n")
         if self._writer is not None:
-            self._write_tensorboard(epoch, rows)
-
-    def _write_tensorboard(self, epoch, rows):
-        import tensorflow as tf
-
-        with self._writer.as_default():
-            for row in rows:
-                for key in ("penalty", "norm", "zero_fraction", "saturation", "decay_penalty"):
-                    if row[key] is not None:
-                        tf.summary.scalar(f"{key}/{row['variable']}", row[key], step=epoch)
-            self._writer.flush()
+            write_tensorboard(self._writer, epoch, rows)
 
     def on_train_end(self, logs=None):
+        self.restore()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -294,110 +378,3 @@ class RegularizationMonitor(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def variable_statistics(model, epoch=None):
-    """One dict per regularized, constrained or decayed variable of `model`, measured now.
-
-    The keys are those of `RegularizationMonitor`'s rows (see there), plus
-    `trainable`.
-    """
-    _selectors.check_model(model)
-    owners = _selectors.variable_owners(model)
-    decay = _decay_state(model)
-    trainable = {id(v) for v in model.trainable_weights}
-    rows = []
-    seen = set()
-    for variable in model.weights:
-        if id(variable) in seen:
-            continue
-        seen.add(id(variable))
-        regularizer = getattr(variable, "regularizer", None)
-        constraint = getattr(variable, "constraint", None)
-        decayed = id(variable) in decay["references"]
-        if regularizer is None and constraint is None and not decayed:
-            continue
-        value = np.asarray(ops.convert_to_numpy(variable), dtype="float64")
-        row = {
-            "epoch": epoch,
-            "variable": variable.path,
-            "layer": owners[id(variable)].name if id(variable) in owners else model.name,
-            "trainable": id(variable) in trainable,
-            "penalty": None,
-            "norm": float(np.sqrt(np.sum(np.square(value)))),
-            "zero_fraction": float(np.mean(value == 0)) if value.size else 0.0,
-            "saturation": None,
-            "decayed": decayed,
-            "decay_penalty": None,
-        }
-        if regularizer is not None:
-            row["penalty"] = float(np.sum(ops.convert_to_numpy(regularizer(variable))))
-        if isinstance(constraint, MaxNorm):
-            row["saturation"] = _saturation(value, constraint)
-        if decayed:
-            reference = decay["references"][id(variable)]
-            difference = value if reference is None else value - reference
-            row["decay_penalty"] = decay["factor"] / 2.0 * float(np.sum(np.square(difference)))
-        rows.append(row)
-    return rows
-
-
-def _saturation(value, constraint):
-    rank = value.ndim
-    axes = tuple(_units.reduction_axes(constraint.axis, rank)) if rank else ()
-    norms = np.sqrt(np.atleast_1d(ops.convert_to_numpy(_units.squared_norms(value, axes))))
-    return float(np.mean(norms >= constraint.max_value * (1 - 1e-5)))
-
-
-def _decay_state(model):
-    """`{"references": {id(variable): reference array or None}, "factor": c / lr}`."""
-    from keras_regkit.optimizers import DecoupledWeightDecay
-
-    optimizer = getattr(model, "optimizer", None)
-    if not isinstance(optimizer, DecoupledWeightDecay) or not optimizer.built:
-        return {"references": {}, "factor": 0.0}
-    learning_rate = float(ops.convert_to_numpy(optimizer.learning_rate))
-    coefficient = optimizer.decay_coefficient()
-    factor = coefficient / learning_rate if learning_rate > 0 else 0.0
-    references = {}
-    for variable in model.trainable_weights:
-        if optimizer.decays(variable):
-            reference = optimizer.decay_reference(variable)
-            references[id(variable)] = (
-                None if reference is None
-                else np.asarray(ops.convert_to_numpy(reference), dtype="float64")
-            )
-    return {"references": references, "factor": factor}
-
-
-def plot_statistics(rows, path):
-    """Draws `rows` (from `RegularizationMonitor`) as one PNG: a panel per quantity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    keys = [
-        key for key in ("penalty", "norm", "zero_fraction", "saturation", "decay_penalty")
-        if any(row[key] is not None for row in rows)
-    ]
-    variables = list(dict.fromkeys(row["variable"] for row in rows))
-    columns = min(len(keys), 3)
-    lines = math.ceil(len(keys) / columns)
-    figure, axes = pyplot.subplots(lines, columns, figsize=(5 * columns, 3.5 * lines), squeeze=False)
-    for axis, key in zip(axes.flat, keys):
-        for variable in variables:
-            points = [(r["epoch"], r[key]) for r in rows if r["variable"] == variable and r[key] is not None]
-            if points:
-                epochs, values = zip(*points)
-                axis.plot([e + 1 for e in epochs], values, marker=".", label=variable)
-        axis.set_title(key)
-        axis.set_xlabel("epoch")
-    for axis in list(axes.flat)[len(keys):]:
-        axis.axis("off")
-    if len(variables) <= 12:
-        axes.flat[0].legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
