@@ -1,15 +1,10 @@
 """Sharpness-aware minimization (SAM, ASAM) as a model wrapper for `fit`."""
 
 import keras
-from keras import ops
 
-from keras_regkit import _distribute
+from keras_regkit import _sam_steps
 from keras_regkit import _selectors
 from keras_regkit import _validation
-
-BACKENDS = ("tensorflow", "jax")
-# Added to the gradient norm, as in Foret et al.'s and Kwon et al.'s code.
-NORM_EPSILON = 1e-12
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -126,257 +121,24 @@ class SharpnessAwareMinimization(keras.Model):
         _validation.boolean(adaptive, "adaptive")
         eta = _validation.non_negative(eta, "eta")
         num_batch_splits = _validation.optional_positive_int(num_batch_splits, "num_batch_splits")
-        backend = keras.backend.backend()
-        if backend not in BACKENDS:
-            raise ValueError(
-                "`SharpnessAwareMinimization` needs the TensorFlow or JAX backend "
-                "(set KERAS_BACKEND). "
-                f"Received: keras.backend.backend()={backend!r}"
-            )
+        step = _sam_steps.for_backend(keras.backend.backend())
         super().__init__(**kwargs)
         self.model = model
         self.rho = rho
         self.adaptive = bool(adaptive)
         self.eta = eta
         self.num_batch_splits = num_batch_splits
+        # The backend's step, chosen once (`_sam_steps`).
+        self._step = step
         # Nothing of its own to build: built when the network is.
         self.built = model.built
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
-    # ------------------------------------------------------------------ the step
-
     def train_step(self, *args):
         """One SAM step: `train_step(data)` on TensorFlow, `(state, data)` on JAX."""
-        if keras.backend.backend() == "jax":
-            return self._jax_train_step(*args)
-        return self._tf_train_step(*args)
-
-    def _perturbations(self, grads, weights):
-        """`eps` for each variable (`None` where the gradient is `None`)."""
-        present = [
-            (ops.convert_to_tensor(g), w) for g, w in zip(grads, weights) if g is not None
-        ]
-        if self.adaptive:
-            scales = [ops.add(ops.abs(w), ops.cast(self.eta, w.dtype)) for _, w in present]
-            directions = [ops.multiply(s, g) for s, (g, _) in zip(scales, present)]
-        else:
-            scales = [None] * len(present)
-            directions = [g for g, _ in present]
-        squares = [ops.sum(ops.square(ops.cast(d, "float32"))) for d in directions]
-        norm = ops.sqrt(ops.sum(ops.stack(squares))) if squares else ops.zeros(())
-        finite = ops.isfinite(norm)
-        scale = ops.where(finite, self.rho / (norm + NORM_EPSILON), 0.0)
-        perturbations = []
-        for s, d in zip(scales, directions):
-            e = ops.multiply(d if s is None else ops.multiply(s, d), ops.cast(scale, d.dtype))
-            perturbations.append(ops.where(finite, e, ops.zeros_like(e)))
-        it = iter(perturbations)
-        return [None if g is None else next(it) for g in grads]
-
-    def _batch_splits(self, x, y, sample_weight):
-        """The `(x, y, sample_weight)` sub-batches (one when not splitting)."""
-        if self.num_batch_splits is None:
-            return [(x, y, sample_weight)]
-        m = self.num_batch_splits
-        first = next(t for t in keras.tree.flatten(x) if t is not None)
-        batch = first.shape[0]
-        if batch is not None:
-            if batch % m:
-                raise ValueError(
-                    f"`num_batch_splits={m}` must divide the batch size. "
-                    f"Received: batch size {batch}"
-                )
-        else:  # TensorFlow graph with an unknown batch size: checked when run
-            import tensorflow as tf
-
-            tf.debugging.Assert(
-                tf.equal(tf.math.floormod(tf.shape(first)[0], m), 0),
-                [f"`num_batch_splits={m}` must divide the batch size. Received: batch size",
-                 tf.shape(first)[0]],
-            )
-
-        def split(structure):
-            if structure is None:
-                return [None] * m
-            pieces = [ops.split(t, m, axis=0) for t in keras.tree.flatten(structure)]
-            return [
-                keras.tree.pack_sequence_as(structure, [p[i] for p in pieces])
-                for i in range(m)
-            ]
-
-        return list(zip(split(x), split(y), split(sample_weight)))
-
-    def _loss_metric(self):
-        for metric in self.metrics:
-            if metric.name == "loss":
-                return metric
-        return None
-
-    def _record_loss(self, losses, x):
-        """Updates the `loss` metric with the mean first-pass loss."""
-        tracker = self._loss_metric()
-        if tracker is None:
-            return
-        loss = ops.divide(ops.sum(ops.stack(losses)), float(len(losses)))
-        loss = _distribute.unscaled_replica_loss(loss)
-        first = next(t for t in keras.tree.flatten(x) if t is not None)
-        tracker.update_state(loss, sample_weight=ops.shape(first)[0])
-
-    @staticmethod
-    def _concat(predictions):
-        if len(predictions) == 1:
-            return predictions[0]
-        return keras.tree.map_structure(
-            lambda *parts: ops.concatenate(parts, axis=0), *predictions
-        )
-
-    def _build_network(self, x):
-        """Builds the network on symbolic inputs shaped as `x` (batch size unknown).
-
-        As `fit` does on JAX or under a `tf.distribute` strategy; TensorFlow's
-        plain `fit` waits for the step's first call, too late for the variables
-        and state read before it. `ValueError`, before any update, if it fails.
-        """
-        network = self.model
-        if network.built and all(layer.built for layer in _selectors.iter_layers(network)):
-            self.built = True
-            return
-
-        def spec(tensor):
-            if tensor is None:
-                return None
-            shape = (None,) + tuple(tensor.shape)[1:]
-            return keras.KerasTensor(shape, keras.backend.standardize_dtype(tensor.dtype))
-
-        inputs = keras.tree.map_structure(spec, x)
-        was_built = network.built
-        try:
-            network(inputs, training=False)
-        except Exception as error:
-            network.built = was_built  # Keras marks it built after a failed attempt
-            shapes = keras.tree.map_structure(lambda t: None if t is None else t.shape, inputs)
-            raise ValueError(
-                "`model` is not built, and could not be built on symbolic inputs "
-                f"shaped as the first batch, {shapes} ({type(error).__name__} above). "
-                "Build it before training: start a Sequential model with `keras.Input`, "
-                "or call the model on a batch (`model(x[:1])`). "
-                f"Received: model={network!r}"
-            ) from error
-        self.built = True
-
-    def _tf_train_step(self, data):
-        import tensorflow as tf
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._build_network(x)
-        variables = self.trainable_variables
-        replica_context = tf.distribute.get_replica_context()
-        all_reduce = (
-            self.num_batch_splits is None
-            and replica_context is not None
-            and replica_context.num_replicas_in_sync > 1
-        )
-        summed, predictions, losses = None, [], []
-        for xs, ys, ws in self._batch_splits(x, y, sample_weight):
-            # Snapshots (on TensorFlow, converting a variable does not copy it).
-            state = [ops.copy(v) for v in self.non_trainable_variables]
-            with tf.GradientTape() as tape:
-                y_pred = self(xs, training=True)
-                loss = self.compute_loss(
-                    x=xs, y=ys, y_pred=y_pred, sample_weight=ws, training=True
-                )
-                scaled = self.optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, variables)
-            predictions.append(y_pred)
-            losses.append(loss)
-            if all_reduce:
-                present = [g for g in grads if g is not None]
-                reduced = iter(replica_context.all_reduce(tf.distribute.ReduceOp.SUM, present))
-                grads = [None if g is None else next(reduced) for g in grads]
-            weights = [ops.copy(v) for v in variables]
-            perturbations = self._perturbations(grads, weights)
-            perturbed = [
-                w if e is None else ops.add(w, e) for w, e in zip(weights, perturbations)
-            ]
-            mapping = list(zip(variables, perturbed))
-            mapping += list(zip(self.non_trainable_variables, state))
-            with tf.GradientTape() as tape:
-                tape.watch(perturbed)
-                with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
-                    y_pred_sam = self(xs, training=True)
-                    loss_sam = self.compute_loss(
-                        x=xs, y=ys, y_pred=y_pred_sam, sample_weight=ws, training=True
-                    )
-                    scaled_sam = self.optimizer.scale_loss(loss_sam)
-            grads = tape.gradient(scaled_sam, perturbed)
-            summed = grads if summed is None else [
-                a if b is None else (b if a is None else ops.add(a, b))
-                for a, b in zip(summed, grads)
-            ]
-        if len(losses) > 1:
-            summed = [None if g is None else ops.divide(g, float(len(losses)))
-                      for g in summed]
-        self.optimizer.apply(summed, variables)
-        self._record_loss(losses, x)
-        return self.compute_metrics(x, y, self._concat(predictions), sample_weight)
-
-    def _jax_train_step(self, state, data):
-        import jax
-
-        trainable, non_trainable, optimizer_values, metric_values = state
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        stateful = (
-            list(self.non_trainable_variables) + list(self.metrics_variables)
-        )
-        num_non_trainable = len(self.non_trainable_variables)
-
-        def loss_fn(trainable_values, stateful_values, xs, ys, ws):
-            mapping = list(zip(self.trainable_variables, trainable_values))
-            mapping += list(zip(stateful, stateful_values))
-            mapping += list(zip(self.optimizer.variables, optimizer_values))
-            with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-                y_pred = self(xs, training=True)
-                loss = self.compute_loss(
-                    x=xs, y=ys, y_pred=y_pred, sample_weight=ws, training=True
-                )
-                scaled = self.optimizer.scale_loss(loss)
-            updated = []
-            for variable, old in zip(stateful, stateful_values):
-                new = scope.get_current_value(variable)
-                updated.append(old if new is None else new)
-            return scaled, (loss, y_pred, updated)
-
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        current = list(non_trainable) + list(metric_values)
-        summed, predictions, losses = None, [], []
-        for xs, ys, ws in self._batch_splits(x, y, sample_weight):
-            (_, (loss, y_pred, updated)), grads = grad_fn(trainable, current, xs, ys, ws)
-            perturbations = self._perturbations(grads, trainable)
-            perturbed = [ops.add(w, e) for w, e in zip(trainable, perturbations)]
-            # The second pass starts from the first pass's state; its updates are dropped.
-            _, grads = grad_fn(perturbed, current, xs, ys, ws)
-            current = updated
-            predictions.append(y_pred)
-            losses.append(loss)
-            summed = grads if summed is None else [ops.add(a, b) for a, b in zip(summed, grads)]
-        if len(losses) > 1:
-            summed = [ops.divide(g, float(len(losses))) for g in summed]
-        trainable, optimizer_values = self.optimizer.stateless_apply(
-            optimizer_values, summed, trainable
-        )
-        non_trainable = current[:num_non_trainable]
-        metric_values = current[num_non_trainable:]
-        mapping = list(zip(self.metrics_variables, metric_values))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._record_loss(losses, x)
-            logs = self.compute_metrics(x, y, self._concat(predictions), sample_weight)
-        metric_values = [
-            old if scope.get_current_value(v) is None else scope.get_current_value(v)
-            for v, old in zip(self.metrics_variables, metric_values)
-        ]
-        return logs, (trainable, non_trainable, optimizer_values, metric_values)
+        return self._step(self, *args)
 
     # ------------------------------------------------------------------ config
 
