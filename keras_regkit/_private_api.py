@@ -144,6 +144,21 @@ def set_tracked_attribute(layer, name, value):
             tracker.lock()
 
 
+def remove_tracked_attribute(layer, name):
+    """Deletes `layer.<name>` and untracks what it holds: its metrics leave `model.metrics`.
+
+    Private: `Layer._tracker.untrack`, the counterpart of
+    `set_tracked_attribute`; Keras has no public way to remove a metric from
+    a model.
+    """
+    values = vars(layer).get(name)
+    if values is None:
+        return
+    for value in values:
+        layer._tracker.untrack(value)
+    delattr(layer, name)
+
+
 def compiled_loss(model):
     """The `CompileLoss` of `model.compile` (the loss without `model.losses`), or `None`.
 

@@ -98,7 +98,7 @@ def _install_split(model):
             model.compute_loss = own
         elif "compute_loss" in vars(model):
             del model.compute_loss
-        _remove_tracked_metrics(model, _TRACKERS)
+        _private_api.remove_tracked_attribute(model, _TRACKERS)
         _drop_traced_functions(model)
 
     _private_api.set_tracked_attribute(model, _TRACKERS, [data, penalty])
@@ -111,22 +111,6 @@ def _drop_traced_functions(model):
     """Forgets the traced steps: the next `fit`/`evaluate` retraces with the current loss."""
     model.train_function = None
     model.test_function = None
-
-
-def _remove_tracked_metrics(model, name):
-    """Deletes the attribute `name` and untracks its metrics: they leave `model.metrics`.
-
-    Private: `Layer._tracker`, the counterpart of
-    `_private_api.set_tracked_attribute`; Keras has no public way to remove a
-    metric from a model. The test that fails loudly when it stops working is
-    `tests/test_monitor_cleanup.py` (no `penalty` in a later fit's logs).
-    """
-    metrics = vars(model).get(name)
-    if metrics is None:
-        return
-    for metric in metrics:
-        model._tracker.untrack(metric)
-    delattr(model, name)
 
 
 def _undo_leftovers(model):

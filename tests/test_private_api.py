@@ -219,3 +219,16 @@ def test_compiled_loss_is_the_loss_without_the_penalties():
     assert total == pytest.approx(data + 0.5 * 2), (
         "keras_regkit._private_api.compiled_loss: compute_loss is no longer the "
         "compiled loss plus model.losses.")
+
+
+def test_remove_tracked_attribute_takes_metrics_out_of_model_metrics():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    probe = keras.metrics.Mean(name="probe")
+    _private_api.set_tracked_attribute(model, "_probe_metrics", [probe])
+    assert "probe" in [m.name for m in model.metrics]
+    _private_api.remove_tracked_attribute(model, "_probe_metrics")
+    assert "probe" not in [m.name for m in model.metrics], (
+        "keras_regkit._private_api.remove_tracked_attribute: `Layer._tracker.untrack` "
+        "no longer takes a metric out of model.metrics (RegularizationMonitor's clean-up).")
+    assert not hasattr(model, "_probe_metrics")
