@@ -24,7 +24,7 @@ def test_variant_names():
     assert list(cifar10.VARIANTS) == [
         "none", "l2", "dropout", "l2+dropout", "maxnorm+dropout",
         "adamw", "elastic-net", "prox-l1",
-        "resnet", "resnet+droppath", "resnet+dropblock",
+        "resnet", "resnet+droppath", "resnet+dropblock", "resnet+swa", "resnet+ema",
         "sam", "sam+dropout",
     ]
     assert cifar10.DEFAULT_VARIANT == "l2+dropout"
