@@ -18,34 +18,7 @@ from keras import ops
 
 from keras_regkit import _graph
 from keras_regkit import _validation
-
-
-class _ScheduledRate:
-    """The part the scheduled dropout layers share (before the Keras class in the MRO).
-
-    In training, each entry of a noise tensor (of `_noise_shape(inputs)`,
-    broadcast over the input) is kept with probability `1 - r`, where
-    `r = rate * rate_factor`, and the kept entries are scaled by `1 / (1 - r)`:
-
-        output = inputs * keep / (1 - r),  keep ~ Bernoulli(1 - r)
-
-    With `rate_factor = 1` this is the Keras layer's rule; with
-    `rate_factor = 0` the output is exactly the input. `r` must stay below
-    1 (`RegularizationSchedule` checks it).
-    """
-
-    def build(self, input_shape):
-        self.rate_factor = self.add_weight(
-            shape=(), initializer="ones", trainable=False, autocast=False,
-            name="rate_factor")
-
-    def call(self, inputs, training=False):
-        if not training or self.rate == 0:
-            return inputs
-        rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
-        noise = keras.random.uniform(self._noise_shape(inputs), seed=self.seed_generator)
-        keep = ops.cast(ops.greater_equal(noise, rate), "float32") / (1.0 - rate)
-        return inputs * ops.cast(keep, inputs.dtype)
+from keras_regkit.layers import _ScheduledRate
 
 
 def _channels(inputs, data_format):

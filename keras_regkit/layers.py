@@ -29,8 +29,38 @@ __all__ = ["DropBlock2D", "DropBlockSchedule", "DropPath"]
 DATA_FORMATS = ("channels_last", "channels_first")
 
 
+class _ScheduledRate:
+    """A rate a schedule can scale: what `DropPath` and the scheduled dropout layers share.
+
+    Goes before the Keras class in the MRO; the layer defines `_noise_shape`.
+
+    In training, each entry of a noise tensor (of `_noise_shape(inputs)`,
+    broadcast over the input) is kept with probability `1 - r`, where
+    `r = rate * rate_factor`, and the kept entries are scaled by `1 / (1 - r)`:
+
+        output = inputs * keep / (1 - r),  keep ~ Bernoulli(1 - r)
+
+    With `rate_factor = 1` this is the Keras layer's rule; with
+    `rate_factor = 0` the output is exactly the input. `r` must stay below
+    1 (`RegularizationSchedule` checks it).
+    """
+
+    def build(self, input_shape):
+        self.rate_factor = self.add_weight(
+            shape=(), initializer="ones", trainable=False, autocast=False,
+            name="rate_factor")
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
+        noise = keras.random.uniform(self._noise_shape(inputs), seed=self.seed_generator)
+        keep = ops.cast(ops.greater_equal(noise, rate), "float32") / (1.0 - rate)
+        return inputs * ops.cast(keep, inputs.dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class DropPath(keras.layers.Layer):
+class DropPath(_ScheduledRate, keras.layers.Layer):
     r"""Stochastic depth: drops a residual branch for whole samples.
 
     Put it on the residual branch of a block, just before the branch is added
@@ -82,20 +112,9 @@ class DropPath(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
-    def build(self, input_shape):
-        self.rate_factor = self.add_weight(
-            shape=(), initializer="ones", trainable=False, autocast=False,
-            name="rate_factor")
-
-    def call(self, inputs, training=False):
-        if not training or self.rate == 0:
-            return inputs
-        rate = self.rate * ops.convert_to_tensor(self.rate_factor, "float32")
-        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-        noise = keras.random.uniform(shape, seed=self.seed_generator)
-        # One multiply of the (large) input by a (batch, 1, ..., 1) factor.
-        scale = ops.cast(ops.greater_equal(noise, rate), "float32") / (1.0 - rate)
-        return inputs * ops.cast(scale, inputs.dtype)
+    def _noise_shape(self, inputs):
+        # One draw per sample: a (batch, 1, ..., 1) factor on the (large) input.
+        return (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
 
     def load_own_variables(self, store):
         # A file saved before `rate_factor` existed holds no variable for this
