@@ -15,7 +15,7 @@ how Keras works inside without reading a private API here:
   the `RuleStore`.
 
 Everything else in the package uses public APIs only. Checked against Keras
-3.15.1 and TensorFlow 2.21.0. `tests/test_private_api.py` fails with a
+3.15.1 and TensorFlow 2.21.0. `tests/distribution_backends/test_private_api.py` fails with a
 message naming the function (or the reliance above) if one of them
 disappears or changes behaviour in a later release.
 """
