@@ -1,4 +1,4 @@
-"""The optimizer that `DecoupledWeightDecay` wraps: checks, and what is read from it.
+"""The optimizer that `DecoupledWeightDecay` wraps: checks, what is read from it, delegation.
 
 The wrapped optimizer may itself wrap another (`LossScaleOptimizer`); `chain`
 walks down to the one that takes the gradient steps, which owns the step
@@ -179,6 +179,57 @@ def check_forwarded(kwargs, stepping):
         learning_rate=0.0, name="forwarded_arguments_check", **{**settings, **kwargs}
     )
     return dict(kwargs)
+
+
+class Wrapper(keras.optimizers.Optimizer):
+    """An optimizer around `inner_optimizer`, which takes the steps.
+
+    Delegates as `keras.optimizers.LossScaleOptimizer` does: the variables
+    are both optimizers', and the learning rate, the step count and the loss
+    scaling are the wrapped optimizer's. A subclass sets `inner_optimizer`
+    in its `__init__` after `super().__init__`.
+    """
+
+    @property
+    def optimizer(self):
+        """The wrapped optimizer (also `inner_optimizer`, as in `LossScaleOptimizer`)."""
+        return self.inner_optimizer
+
+    @property
+    def variables(self):
+        return super().variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def loss_scale_factor(self):
+        inner = self.__dict__.get("inner_optimizer")
+        return None if inner is None else inner.loss_scale_factor
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, value):
+        # `LossScaleOptimizer(self)` sets `None` to turn off our scaling: the
+        # inner optimizer is the one that scales. Before `inner_optimizer`
+        # exists, `Optimizer.__init__` sets `None` too.
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is not None:
+            inner.loss_scale_factor = value
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
 
 
 def _keras_defaults():

@@ -24,7 +24,7 @@ TOWARDS = ("zero", "initial")
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
-class DecoupledWeightDecay(keras.optimizers.Optimizer):
+class DecoupledWeightDecay(_wrapping.Wrapper):
     r"""Decoupled weight decay (AdamW-style) around any Keras optimizer.
 
     Wraps an optimizer instance (SGD with or without momentum, Adam, Nadam,
@@ -245,49 +245,6 @@ class DecoupledWeightDecay(keras.optimizers.Optimizer):
         stepping = _wrapping.chain(optimizer)[-1]
         for key, value in forwarded.items():
             setattr(stepping, key, value)
-
-    # --- delegation to the wrapped optimizer (as LossScaleOptimizer does) -----------
-
-    @property
-    def optimizer(self):
-        """The wrapped optimizer (also `inner_optimizer`, as in `LossScaleOptimizer`)."""
-        return self.inner_optimizer
-
-    @property
-    def variables(self):
-        return super().variables + self.inner_optimizer.variables
-
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    @property
-    def loss_scale_factor(self):
-        inner = self.__dict__.get("inner_optimizer")
-        return None if inner is None else inner.loss_scale_factor
-
-    @loss_scale_factor.setter
-    def loss_scale_factor(self, value):
-        # `LossScaleOptimizer(self)` sets `None` to turn off our scaling: the
-        # inner optimizer is the one that scales. Before `inner_optimizer`
-        # exists, `Optimizer.__init__` sets `None` too.
-        inner = self.__dict__.get("inner_optimizer")
-        if inner is not None:
-            inner.loss_scale_factor = value
-
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Not used here: pass `exclude=` patterns, which are saved with the model."""

@@ -27,6 +27,12 @@ def test_learning_rate_and_iterations_are_the_inner_optimizers():
     # Loss scaling is the inner optimizer's.
     scaled = DecoupledWeightDecay(keras.optimizers.SGD(0.1, loss_scale_factor=8.0), 0.1)
     assert float(scaled.scale_loss(2.0)) == 16.0
+    # The variables are both optimizers' (Adam's moments too), as in LossScaleOptimizer.
+    paths = {v.path for v in optimizer.variables}
+    assert {v.path for v in inner.variables} <= paths
+    assert any("momentum" in path for path in paths)
+    optimizer.learning_rate = 0.5
+    assert float(np.asarray(inner.learning_rate)) == 0.5
 
 
 def _sgd():
