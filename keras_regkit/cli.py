@@ -30,13 +30,13 @@ from keras_regkit import _startup
 from keras_regkit import _validation
 
 # No model code and no tensorflow_datasets behind these: `--help` does not load them.
+from keras_regkit.baselines._run_settings import RunSettings
+from keras_regkit.baselines._settings import DEFAULT_VARIANT
 from keras_regkit.baselines._settings import MAX_BLOCKS
 from keras_regkit.baselines._settings import QUICK
 from keras_regkit.baselines._settings import STRATEGIES
 from keras_regkit.baselines._settings import SWEEP_PARAMS
 from keras_regkit.baselines._settings import SWEEP_TUNERS
-from keras_regkit.baselines._settings import RunSettings
-from keras_regkit.baselines._variants import DEFAULT_VARIANT
 from keras_regkit.baselines._variants import VARIANTS
 
 EXIT_USAGE = 2

@@ -1,22 +1,30 @@
-"""The networks of the CIFAR-10 baseline: the VGG-like convnet, each variant's compiled model."""
+"""The networks of the CIFAR-10 baseline: the VGG-like convnet, each variant's compiled model.
+
+What a `Variant` (plain data) asks for is built here: its network, its
+optimizer, its `fit` callbacks. `build_variant` takes a name or a `Variant`
+and resolves it once; the other builders take the `Variant` itself.
+"""
 
 import keras
 
 from keras_regkit import _validation
+from keras_regkit import averaging
 from keras_regkit import constraints
 from keras_regkit import optimizers
 from keras_regkit import regularizers
 from keras_regkit import residual
 from keras_regkit import sam
 from keras_regkit._deprecation import renamed_keyword
-from keras_regkit.baselines._data import CIFAR10_CLASSES
-from keras_regkit.baselines._data import CIFAR10_SHAPE
+from keras_regkit.baselines._pipeline import CIFAR10_CLASSES
+from keras_regkit.baselines._pipeline import CIFAR10_SHAPE
 from keras_regkit.baselines._resnet import build_resnet
+from keras_regkit.baselines._settings import DEFAULT_RUN
+from keras_regkit.baselines._settings import DEFAULT_VARIANT
 from keras_regkit.baselines._settings import MAX_BLOCKS
-from keras_regkit.baselines._variants import DEFAULT_VARIANT
 from keras_regkit.baselines._variants import L2_RENAMED
 from keras_regkit.baselines._variants import get_variant
 from keras_regkit.dropout import insert_dropout
+from keras_regkit.layers import DropBlockSchedule
 
 
 def _kernel_regularizer(l2, l1):
@@ -143,8 +151,7 @@ def build_vgg_like(
 
 
 def build_network(variant, *, batch_norm=False, blocks=2):
-    """The (uncompiled) network of `variant` (a name or a `Variant`), regularized."""
-    variant = get_variant(variant)
+    """The (uncompiled) network of the `Variant` `variant`, regularized."""
     if variant.architecture == "resnet":
         model = build_resnet(20, l2=variant.l2)
         if variant.droppath:
@@ -168,9 +175,9 @@ def build_optimizer(variant, *, batch_size=None, num_examples=None, epochs=None)
     """Adam, wrapped in `DecoupledWeightDecay` for the decoupled variants.
 
     The wrapper's `weight_decay` is `variant.decoupled_weight_decay(...)` for
-    the run's global `batch_size`, `num_examples` and `epochs`.
+    the run's global `batch_size`, `num_examples` and `epochs` (missing ones:
+    `_settings.DEFAULT_RUN`).
     """
-    variant = get_variant(variant)
     adam = keras.optimizers.Adam(learning_rate=variant.learning_rate)
     if not variant.decoupled:
         return adam
@@ -182,6 +189,24 @@ def build_optimizer(variant, *, batch_size=None, num_examples=None, epochs=None)
         decay_scaling="schedule",
         l1=variant.decoupled_l1,
     )
+
+
+def build_callbacks(variant, *, epochs=None, train_data=None, validation_data=None):
+    """The `fit` callbacks the `Variant` `variant` needs.
+
+    `DropBlockSchedule` for DropBlock; `SWA` from epoch `int(swa_start *
+    epochs)` (recalibrating batch norm on `train_data`), `EMA`, both
+    evaluating on `validation_data` each epoch (`val_swa_*`, `val_ema_*`).
+    """
+    callbacks = [DropBlockSchedule()] if variant.dropblock else []
+    if variant.swa_start:
+        start = int(variant.swa_start * (epochs or DEFAULT_RUN["epochs"]))
+        callbacks.append(averaging.SWA(start_epoch=start, recalibrate_data=train_data,
+                                       validation_data=validation_data))
+    if variant.ema_decay:
+        callbacks.append(averaging.EMA(decay=variant.ema_decay,
+                                       validation_data=validation_data))
+    return callbacks
 
 
 def build_variant(
@@ -198,7 +223,7 @@ def build_variant(
     Loss: sparse categorical cross-entropy; metric: accuracy; optimizer:
     `build_optimizer(variant, ...)` (Adam 1e-3, or its decoupled wrapper, whose
     normalized decay uses the run's global `batch_size`, `num_examples` and
-    `epochs`, or `_variants.DEFAULT_RUN` for the missing ones). The `sam` variants
+    `epochs`, or `_settings.DEFAULT_RUN` for the missing ones). The `sam` variants
     return the network wrapped in `keras_regkit.SharpnessAwareMinimization`.
 
     Example:

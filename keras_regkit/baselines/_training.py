@@ -18,9 +18,9 @@ from keras_regkit.baselines import _run_folder
 from keras_regkit.baselines._data import load_for_run
 from keras_regkit.baselines._errors import StrategyConfigError
 from keras_regkit.baselines._run_folder import check_output_dir
+from keras_regkit.baselines._run_settings import RunSettings
+from keras_regkit.baselines._settings import DEFAULT_VARIANT
 from keras_regkit.baselines._settings import STRATEGIES
-from keras_regkit.baselines._settings import RunSettings
-from keras_regkit.baselines._variants import DEFAULT_VARIANT
 
 def _tf_config():
     raw = os.environ.get("TF_CONFIG")
@@ -259,8 +259,8 @@ def _train(settings, out_path, *, overwrite, verbose, command, started):
         validation_data=data.test,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
-        callbacks=variant.build_callbacks(
-            epochs=settings.epochs, train_data=data.train_eval, validation_data=data.test,
+        callbacks=_model.build_callbacks(
+            variant, epochs=settings.epochs, train_data=data.train_eval, validation_data=data.test,
         ) + [RegularizationMonitor(per_variable=False)],
     )
     train_seconds = time.perf_counter() - fit_started

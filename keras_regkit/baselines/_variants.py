@@ -1,8 +1,9 @@
 """The named regularization variants of the CIFAR-10 baseline: what each one sets.
 
-A `Variant` is plain data, and this module imports no model code: the command
-line lists the names for `--help` without loading it. Its `build_*` methods
-import the model code (and with it Keras) when they are called.
+A `Variant` is plain data: what the model, its optimizer and its callbacks
+are built from (by `_model.build_variant`, `build_optimizer`,
+`build_callbacks`). This module imports `_settings` only, and no Keras: the
+command line lists the names for `--help` without loading model code.
 """
 
 import dataclasses
@@ -10,11 +11,8 @@ import warnings
 
 from keras_regkit import _validation
 from keras_regkit._deprecation import renamed_keyword
+from keras_regkit.baselines._settings import DEFAULT_RUN
 
-# The run geometry assumed when the decoupled decay is computed without one:
-# the full CIFAR-10 training set, batch 128, 50 epochs.
-DEFAULT_RUN = {"batch_size": 128, "num_examples": 50000, "epochs": 50}
-DEFAULT_VARIANT = "l2+dropout"
 # Why `weight_decay=` became `l2=` (the deprecation warning's explanation).
 L2_RENAMED = "the L2 coefficient of the loss; in Keras, `weight_decay` means decoupled decay"
 
@@ -125,32 +123,6 @@ class Variant:
         _renamed("normalized_weight_decay", "normalized_decay")
         return self.normalized_decay
 
-    def build_model(self, *, batch_norm=False, blocks=2):
-        """The (uncompiled) network with this variant's regularization."""
-        from keras_regkit.baselines import _model  # Keras: only to build
-
-        return _model.build_network(self, batch_norm=batch_norm, blocks=blocks)
-
-    def build_callbacks(self, *, epochs=None, train_data=None, validation_data=None):
-        """The `fit` callbacks the variant needs.
-
-        `DropBlockSchedule` for DropBlock; `SWA` from epoch `int(swa_start *
-        epochs)` (recalibrating batch norm on `train_data`), `EMA`, both
-        evaluating on `validation_data` each epoch (`val_swa_*`, `val_ema_*`).
-        """
-        from keras_regkit import averaging
-        from keras_regkit.layers import DropBlockSchedule
-
-        callbacks = [DropBlockSchedule()] if self.dropblock else []
-        if self.swa_start:
-            start = int(self.swa_start * (epochs or DEFAULT_RUN["epochs"]))
-            callbacks.append(averaging.SWA(start_epoch=start, recalibrate_data=train_data,
-                                           validation_data=validation_data))
-        if self.ema_decay:
-            callbacks.append(averaging.EMA(decay=self.ema_decay,
-                                           validation_data=validation_data))
-        return callbacks
-
     def decoupled_weight_decay(self, *, batch_size=None, num_examples=None, epochs=None):
         """The optimizer's per-step decoupled decay for a run (defaults: `DEFAULT_RUN`).
 
@@ -165,18 +137,6 @@ class Variant:
                      ("epochs", epochs)) if value is not None})
         return normalized_weight_decay(
             self.normalized_decay, run["batch_size"], run["num_examples"], run["epochs"]
-        )
-
-    def build_optimizer(self, *, batch_size=None, num_examples=None, epochs=None):
-        """Adam 1e-3, wrapped in `DecoupledWeightDecay` for the decoupled variants.
-
-        `batch_size` (global), `num_examples` and `epochs` describe the run,
-        for the normalized decay; missing ones come from `DEFAULT_RUN`.
-        """
-        from keras_regkit.baselines import _model  # Keras: only to build
-
-        return _model.build_optimizer(
-            self, batch_size=batch_size, num_examples=num_examples, epochs=epochs
         )
 
     def to_dict(self):

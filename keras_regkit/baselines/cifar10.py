@@ -9,7 +9,9 @@ penalties come from `keras_regkit.regularizers`, its max-norm constraint from
 `keras_regkit.dropout.insert_dropout(policy="vgg")`, and the decoupled
 variants' optimizer from `keras_regkit.optimizers.DecoupledWeightDecay`.
 
-- `build_vgg_like(...)`, `VARIANTS`, `build_variant(name)`: the model;
+- `build_vgg_like(...)`, `VARIANTS`, `build_variant(name)`: the model
+  (`Variant`: what a variant sets, plain data; `build_callbacks(variant)`:
+  the `fit` callbacks it needs);
 - `build_resnet(depth=20)`: He et al.'s CIFAR ResNet, for the `resnet*`
   variants (DropPath and DropBlock placed by `keras_regkit.residual`);
 - `load_cifar10(...)`: the tensorflow-datasets input pipeline (never
@@ -31,22 +33,23 @@ a thin layer over these.
 from keras_regkit.baselines._data import CIFAR10Data
 from keras_regkit.baselines._data import CIFAR10NotFoundError
 from keras_regkit.baselines._data import load_cifar10
-from keras_regkit.baselines._data import make_pipeline
+from keras_regkit.baselines._model import build_callbacks
 from keras_regkit.baselines._model import build_variant
 from keras_regkit.baselines._model import build_vgg_like
+from keras_regkit.baselines._pipeline import make_pipeline
 from keras_regkit.baselines._report import compare_runs
 from keras_regkit.baselines._report import format_table
 from keras_regkit.baselines._report import load_run
 from keras_regkit.baselines._report import plot_runs
 from keras_regkit.baselines._resnet import build_resnet
-from keras_regkit.baselines._settings import RunSettings
+from keras_regkit.baselines._run_settings import RunSettings
+from keras_regkit.baselines._settings import DEFAULT_VARIANT
 from keras_regkit.baselines._sweep import sweep
 from keras_regkit.baselines._errors import OutputDirError
 from keras_regkit.baselines._run_folder import RUN_FILES as OUTPUT_FILES
 from keras_regkit.baselines._run_folder import check_output_dir
 from keras_regkit.baselines._training import make_strategy
 from keras_regkit.baselines._training import train
-from keras_regkit.baselines._variants import DEFAULT_VARIANT
 from keras_regkit.baselines._variants import VARIANTS
 from keras_regkit.baselines._variants import Variant
 from keras_regkit.baselines._variants import get_variant
@@ -60,6 +63,7 @@ __all__ = [
     "RunSettings",
     "VARIANTS",
     "Variant",
+    "build_callbacks",
     "build_resnet",
     "build_variant",
     "build_vgg_like",

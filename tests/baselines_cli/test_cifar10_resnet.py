@@ -73,9 +73,9 @@ def test_resnet_variants_build_and_train(name):
         assert len(blocks) == 18
         assert {(b.rate, b.block_size) for b in blocks} == {(0.1, 5)}
         assert {b.name.split("_")[0] for b in blocks} == {"stage2", "stage3"}
-        assert [type(c) for c in variant.build_callbacks()] == [DropBlockSchedule]
+        assert [type(c) for c in cifar10.build_callbacks(variant)] == [DropBlockSchedule]
     else:
-        assert blocks == [] and variant.build_callbacks() == []
+        assert blocks == [] and cifar10.build_callbacks(variant) == []
     assert type(model.optimizer) is keras.optimizers.Adam
     x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     out = np.asarray(model(x, training=True))  # (training steps: the mock-data run below)
@@ -114,7 +114,7 @@ def test_averaging_variants_end_with_the_average_and_log_it(tmp_path, name, key)
     from keras_regkit import EMA, SWA
 
     variant = cifar10.VARIANTS[name]
-    callbacks = variant.build_callbacks(epochs=4)
+    callbacks = cifar10.build_callbacks(variant, epochs=4)
     assert [type(c) for c in callbacks] == [SWA if variant.swa_start else EMA]
     if variant.swa_start:
         assert callbacks[0].start_epoch == 2  # the second half of 4 epochs

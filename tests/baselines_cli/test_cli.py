@@ -64,7 +64,8 @@ def test_help_lists_every_variant_without_loading_the_model_code(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["code"] == 0
-    assert report["loaded"] == ["keras_regkit.baselines", "keras_regkit.baselines._settings",
+    assert report["loaded"] == ["keras_regkit.baselines", "keras_regkit.baselines._run_settings",
+                                "keras_regkit.baselines._settings",
                                 "keras_regkit.baselines._variants"]
     flat = " ".join(report["help"].split())
     assert "{" + ",".join(cifar10.VARIANTS) + "}" in flat
