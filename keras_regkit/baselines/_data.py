@@ -1,9 +1,12 @@
-"""CIFAR-10 input pipeline for the baseline: tensorflow-datasets + `tf.data`.
+"""CIFAR-10 for the baseline: the prepared tensorflow-datasets copy, read and checked.
 
 `load_cifar10` reads the prepared dataset with `tfds.load(..., download=False)`
-(never downloads), then builds three pipelines: a shuffled, optionally
-augmented training stream, an un-augmented pass over the same training subset
-(to measure the real train accuracy for the train-test gap), and the test set.
+(never downloads), says how to provide it when it is missing
+(`CIFAR10NotFoundError`) and which folder is unreadable when it is corrupt
+(`CIFAR10ReadError`), then builds three pipelines (`_pipeline.make_pipeline`'s
+stages): a shuffled, optionally augmented training stream, an un-augmented pass
+over the same training subset (to measure the real train accuracy for the
+train-test gap), and the test set.
 """
 
 import dataclasses
@@ -11,17 +14,14 @@ import logging
 import os
 import re
 
-import numpy as np
-
 from keras_regkit import _validation
 from keras_regkit.baselines._errors import BaselineInputError
+from keras_regkit.baselines._pipeline import channel_stats
+from keras_regkit.baselines._pipeline import checked_pipeline
+from keras_regkit.baselines._pipeline import dataset_size
+from keras_regkit.baselines._pipeline import read_through
 
-CIFAR10_SHAPE = (32, 32, 3)
-CIFAR10_CLASSES = 10
-PAD = 4  # pixels of zero padding before the random 32x32 crop
-
-__all__ = ["CIFAR10Data", "CIFAR10NotFoundError", "CIFAR10ReadError", "load_cifar10",
-           "make_pipeline"]
+__all__ = ["CIFAR10Data", "CIFAR10NotFoundError", "CIFAR10ReadError", "load_cifar10"]
 
 
 class CIFAR10NotFoundError(FileNotFoundError):
@@ -111,159 +111,6 @@ class CIFAR10Data:
     num_validation: int = 0
 
 
-def _import_tf():
-    import tensorflow as tf
-
-    return tf
-
-
-def _count(dataset):
-    cardinality = int(dataset.cardinality())
-    if cardinality >= 0:
-        return cardinality
-    return _read_through(dataset)
-
-
-def _read_through(dataset):
-    """Reads `dataset` to its end once and returns its length.
-
-    On a `.cache()`d dataset this completes the in-memory cache. Keras stops
-    reading after the known number of steps, before the end-of-data signal,
-    so without this first full pass the cache would be thrown away (with a
-    warning) instead of being kept.
-    """
-    return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
-
-
-def channel_stats(dataset):
-    """Per-channel mean and std of `(uint8 image, label)` pairs, scaled to [0, 1].
-
-    Computed in float64 over every pixel of every image in one pass.
-    """
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    pixels = 0
-    for images, _ in dataset.batch(1024).as_numpy_iterator():
-        values = images.astype(np.float64).reshape(-1, images.shape[-1]) / 255.0
-        total += values.sum(axis=0)
-        total_sq += np.square(values).sum(axis=0)
-        pixels += values.shape[0]
-    if pixels == 0:
-        raise ValueError("Cannot standardize with an empty training set.")
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
-    std = np.where(std > 0, std, 1.0)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
-def _augment(image, seeds):
-    """Random horizontal flip, then a random 32x32 crop of the zero-padded 40x40 image.
-
-    Stateless ops seeded per element: `seeds` is a pair of int64 drawn from
-    `tf.data.Dataset.random`, fresh on every epoch.
-    """
-    tf = _import_tf()
-    size = CIFAR10_SHAPE[0]
-    flip_seed = tf.stack([seeds[0], seeds[1]])
-    crop_seed = tf.stack([seeds[1], seeds[0]])
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    image = tf.image.resize_with_crop_or_pad(image, size + 2 * PAD, size + 2 * PAD)
-    return tf.image.stateless_random_crop(image, CIFAR10_SHAPE, seed=crop_seed)
-
-
-def make_pipeline(
-    dataset,
-    batch_size,
-    *,
-    training=False,
-    augment=False,
-    mean=(0.0, 0.0, 0.0),
-    std=(1.0, 1.0, 1.0),
-    shuffle_buffer=None,
-    seed=None,
-    cache=True,
-):
-    """Turns `(uint8 image, int label)` pairs into batches ready for `fit`.
-
-    Order of stages: cache (the raw uint8 images: 4x smaller than floats) ->
-    shuffle (training only) -> augment (training only: random horizontal flip,
-    then a random 32x32 crop of the image zero-padded to 40x40) -> scale to
-    `[0, 1]`, then `(x - mean) / std` -> batch -> prefetch. Sharding across
-    workers is by data (`AutoShardPolicy.DATA`), so multi-worker runs must use
-    the same shuffle `seed` on every worker.
-
-    Args:
-        dataset: A `tf.data.Dataset` of `(image, label)` with uint8 images of
-            shape `(32, 32, 3)`.
-        batch_size: Positive int, the global batch size.
-        training: Whether to shuffle (and augment, if `augment`).
-        augment: Random flip + pad-crop on the fly (training only).
-        mean, std: Per-channel statistics applied after scaling to [0, 1].
-        shuffle_buffer: Shuffle buffer size; defaults to the whole dataset.
-        seed: Seed for shuffling and augmentation (`None`: random).
-        cache: Keep the decoded uint8 images in memory after the first pass.
-
-    Returns:
-        A `tf.data.Dataset` of `(float32 images, int32 labels)` batches.
-
-    Example:
-
-    >>> import numpy as np, tensorflow as tf
-    >>> images = np.full((5, 32, 32, 3), 255, dtype=np.uint8)
-    >>> raw = tf.data.Dataset.from_tensor_slices((images, np.arange(5)))
-    >>> x, y = next(iter(make_pipeline(raw, batch_size=4)))
-    >>> tuple(x.shape), x.dtype.name, float(x.numpy().max()), y.numpy().tolist()
-    ((4, 32, 32, 3), 'float32', 1.0, [0, 1, 2, 3])
-    """
-    batch_size = _validation.positive_int(batch_size, "batch_size")
-    if training and shuffle_buffer is not None:
-        shuffle_buffer = _validation.positive_int(shuffle_buffer, "shuffle_buffer")
-    return _pipeline(dataset, batch_size, training=training, augment=augment, mean=mean,
-                     std=std, shuffle_buffer=shuffle_buffer, seed=seed, cache=cache)
-
-
-def _pipeline(dataset, batch_size, *, training, augment, mean, std, shuffle_buffer, seed,
-              cache):
-    """`make_pipeline` for arguments already checked."""
-    tf = _import_tf()
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
-    do_augment = bool(training and augment)
-
-    def prepare(image, label):
-        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
-        return image, tf.cast(label, tf.int32)
-
-    def augment_and_prepare(example, seeds):
-        image, label = example
-        return prepare(_augment(image, seeds), label)
-
-    if cache:
-        dataset = dataset.cache()
-    if training:
-        if shuffle_buffer is None:
-            shuffle_buffer = max(_count(dataset), 1)
-        dataset = dataset.shuffle(
-            shuffle_buffer,
-            seed=seed,
-            reshuffle_each_iteration=True,
-        )
-    if do_augment:
-        # Per-element seeds, re-drawn every epoch (a seeded stateful op in a
-        # `map` would repeat the same augmentations each epoch).
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip((dataset, seeds.batch(2)))
-        dataset = dataset.map(augment_and_prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
-    return dataset.with_options(options)
-
-
 def load_cifar10(
     batch_size=128,
     data_dir=None,
@@ -333,10 +180,10 @@ def load_for_run(settings, replicas=1):
 
 def _read_errors():
     """What tfds and tf.data raise for files that are there but not readable."""
+    import tensorflow as tf
     from google.protobuf import message
     from google.protobuf import json_format
 
-    tf = _import_tf()
     return (OSError, ValueError, KeyError, json_format.Error, message.Error,
             tf.errors.OpError)
 
@@ -379,7 +226,7 @@ def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize
     validation_raw = None
     if validation_size is not None:
         try:
-            split_size = _count(train_raw)  # known from the metadata, without reading
+            split_size = dataset_size(train_raw)  # known from the metadata, without reading
         except _read_errors() as error:
             raise _unreadable(resolved_dir, error) from None
         if train_limit is None and validation_size >= split_size:
@@ -404,8 +251,8 @@ def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize
     # `train_eval` and the statistics); the full first pass fills the caches.
     train_raw, test_raw = train_raw.cache(), test_raw.cache()
     try:
-        num_train, num_test = _read_through(train_raw), _read_through(test_raw)
-        num_validation = 0 if validation_raw is None else _read_through(validation_raw)
+        num_train, num_test = read_through(train_raw), read_through(test_raw)
+        num_validation = 0 if validation_raw is None else read_through(validation_raw)
     except _read_errors() as error:  # corrupt or truncated records
         raise _unreadable(resolved_dir, error) from None
     if num_train == 0 or num_test == 0:
@@ -419,17 +266,17 @@ def _load(batch_size, data_dir, *, augment, train_limit, test_limit, standardize
     common = dict(mean=mean, std=std, seed=seed, cache=False, shuffle_buffer=None,
                   augment=False, training=False)
     return CIFAR10Data(
-        train=_pipeline(train_raw, batch_size, **{
+        train=checked_pipeline(train_raw, batch_size, **{
             **common, "training": True, "augment": augment,
             "shuffle_buffer": shuffle_buffer or num_train}),
-        train_eval=_pipeline(train_raw, batch_size, **common),
-        test=_pipeline(test_raw, batch_size, **common),
+        train_eval=checked_pipeline(train_raw, batch_size, **common),
+        test=checked_pipeline(test_raw, batch_size, **common),
         num_train=num_train,
         num_test=num_test,
         mean=mean,
         std=std,
         data_dir=resolved_dir,
-        validation=None if validation_raw is None else _pipeline(
+        validation=None if validation_raw is None else checked_pipeline(
             validation_raw, batch_size, **common),
         num_validation=num_validation,
     )

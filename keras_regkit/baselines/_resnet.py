@@ -4,8 +4,8 @@ import keras
 
 from keras_regkit import _validation
 from keras_regkit import regularizers
-from keras_regkit.baselines._data import CIFAR10_CLASSES
-from keras_regkit.baselines._data import CIFAR10_SHAPE
+from keras_regkit.baselines._pipeline import CIFAR10_CLASSES
+from keras_regkit.baselines._pipeline import CIFAR10_SHAPE
 
 STAGE_FILTERS = (16, 32, 64)
 
