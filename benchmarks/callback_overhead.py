@@ -23,20 +23,14 @@ Usage:
     python benchmarks/callback_overhead.py [--rounds 9] [--steps 10] [--arms ema swa schedule]
 """
 
-import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
+import _bench  # noqa: E402
 import keras_regkit  # noqa: E402
-from _interleave import interleaved  # noqa: E402
-from _interleave import print_ratio_table  # noqa: E402
-from _interleave import ratio_cells  # noqa: E402
-from _interleave import timing_arguments  # noqa: E402
 from keras_regkit.baselines import cifar10  # noqa: E402
 
 
@@ -53,41 +47,29 @@ ARMS = {
 }
 
 
-def _arm(callback, steps, seed, batch=128):
-    keras.utils.set_random_seed(seed)
-    model = keras_regkit.schedulable_dropout(cifar10.build_vgg_like(l2=1e-4))
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(seed)
-    x = rng.random((steps * batch, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, size=steps * batch)
-    callbacks = [] if callback is None else [callback()]
-
-    def epoch(_steps):
-        started = time.perf_counter()
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False,
-                  callbacks=callbacks)
-        return (time.perf_counter() - started) / steps
-
-    return epoch
+def _vgg():
+    return keras_regkit.schedulable_dropout(cifar10.build_vgg_like(l2=1e-4))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    timing_arguments(parser, rounds=9, steps=10)
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    args = parser.parse_args()
+def main(argv=None):
+    args = _bench.timing_parser(__doc__, rounds=9, steps=10,
+                                names=("--arms", ARMS)).parse_args(argv)
 
-    def rows():
-        for name in args.arms:
-            plain = _arm(None, args.steps, seed=0)
-            with_callback = _arm(ARMS[name], args.steps, seed=0)
-            result = interleaved(with_callback, plain, args.rounds, args.steps)
-            yield [name, *ratio_cells(result), f"{result['a_ms']:.1f}", f"{result['b_ms']:.1f}"]
+    def arm(callbacks):
+        return _bench.epoch_timer(_vgg, callbacks, steps=args.steps, batch_size=128,
+                                  shape=(32, 32, 3))
 
-    print_ratio_table(
+    def arms(name):
+        plain = arm([])
+        return arm([ARMS[name]()]), plain
+
+    _bench.print_table(
         f"callback / plain fit, VGG-like, batch 128, {args.steps} steps an epoch, "
         f"{args.rounds} interleaved rounds",
-        ["arm", "median ratio", "IQR", "ms/step with", "ms/step plain"], rows())
+        ["arm", "median ratio", "IQR", "ms/step with", "ms/step plain"],
+        ([name, *_bench.ratio_cells(result), *_bench.time_cells(result)]
+         for name, result in _bench.compare(args.arms, arms, args.rounds, args.steps)),
+    )
 
 
 if __name__ == "__main__":

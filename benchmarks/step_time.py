@@ -17,21 +17,14 @@ Input batches are random tensors of CIFAR-10's shape: step time does not
 depend on pixel values, and this keeps the benchmark free of the data set.
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
+import _bench  # noqa: E402
 import keras_regkit  # noqa: E402
-from _interleave import interleaved  # noqa: E402
-from _interleave import jit_compile_argument  # noqa: E402
-from _interleave import print_ratio_table  # noqa: E402
-from _interleave import ratio_cells  # noqa: E402
-from _interleave import step_timer  # noqa: E402
-from _interleave import timing_arguments  # noqa: E402
 
 
 def vgg_like(kernel_regularizer=None):
@@ -86,48 +79,28 @@ PAIRS = {
 }
 
 
-def _trainer(factory, x, y, jit_compile):
+def _timer(factory, x, y, jit_compile):
     keras.utils.set_random_seed(0)
     model, optimizer = factory()
-    model.compile(
-        optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
-        jit_compile=jit_compile,
-    )
-    return step_timer(model, x, y)
-
-
-def measure(pair, rounds, steps, batch_size, jit_compile):
-    _, ours_factory, keras_factory = PAIRS[pair]
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, size=(batch_size,))
-    ours = _trainer(ours_factory, x, y, jit_compile)
-    theirs = _trainer(keras_factory, x, y, jit_compile)
-    result = interleaved(ours, theirs, rounds, steps)
-    return {"ratio": result["ratio"], "ours_ms": result["a_ms"], "keras_ms": result["b_ms"],
-            "ratio_iqr": result["ratio_iqr"]}
+    return _bench.step_timer(model, optimizer, x, y, jit_compile)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
-    timing_arguments(parser, rounds=15, steps=20, batch_size=128)
-    jit_values = jit_compile_argument(parser)
-    args = parser.parse_args(argv)
-    jit = jit_values[args.jit_compile]
+    args = _bench.timing_parser(__doc__, rounds=15, steps=20, batch_size=128, jit_compile=True,
+                                names=("--pairs", PAIRS)).parse_args(argv)
+    jit = _bench.jit_compile_value(args)
+    x, y = _bench.random_batch(args.batch_size, (32, 32, 3))
 
-    def rows():
-        for pair in args.pairs:
-            result = measure(pair, args.rounds, args.steps, args.batch_size, jit)
-            yield [PAIRS[pair][0], f"{result['ours_ms']:.1f}", f"{result['keras_ms']:.1f}",
-                   *ratio_cells(result)]
+    def arms(pair):
+        _, ours, theirs = PAIRS[pair]
+        return _timer(ours, x, y, jit), _timer(theirs, x, y, jit)
 
-    print_ratio_table(
+    _bench.print_table(
         f"rounds={args.rounds} steps/round={args.steps} "
         f"batch={args.batch_size} jit_compile={args.jit_compile}",
         ["comparison", "ours ms/step", "Keras ms/step", "median ratio", "IQR of ratio"],
-        rows(),
+        ([PAIRS[pair][0], *_bench.time_cells(result), *_bench.ratio_cells(result)]
+         for pair, result in _bench.compare(args.pairs, arms, args.rounds, args.steps)),
     )
 
 
