@@ -12,8 +12,8 @@ on the copy, or refuses with the rules it cannot carry: never silent.
 
 import keras
 
+from keras_regkit import _layer_tree
 from keras_regkit import _rule_store
-from keras_regkit import _selectors
 from keras_regkit import _weights
 
 
@@ -49,7 +49,7 @@ def carry_rules(old_model, new_model, layers, models):
     new_of = {id(old): new for old, new in list(layers) + list(models)}
     new_of[id(old_model)] = new_model
     changes, lost = [], []
-    for variable in _selectors.unique_variables(old_model.weights):
+    for variable in _layer_tree.unique_variables(old_model.weights):
         for kind in _weights.KINDS:
             value = getattr(variable, kind, None)
             copy = mapped.get(id(variable))
@@ -63,7 +63,7 @@ def carry_rules(old_model, new_model, layers, models):
             f"Cannot carry {len(lost)} rule(s) of model '{old_model.name}' over to "
             f"its rebuilt copy: their layers have no copy with the same weights: "
             f"{lost[:10]}. Nothing was changed.")
-    owners = _selectors.variable_owners(new_model)
+    owners = _layer_tree.variable_owners(new_model)
     for copy, kind, value in changes:
         # A value that does not serialize stays out of the copy's layer config
         # (where it would break `model.save`), as `regularize` keeps it out.
@@ -74,14 +74,14 @@ def carry_rules(old_model, new_model, layers, models):
 
 def _carry_records(old_model, new_of, mapped, owners):
     """Re-records, on the copies of their holders, the rules each store recorded."""
-    holders = [old_model] + [layer for layer in _selectors.iter_layers(old_model)
+    holders = [old_model] + [layer for layer in _layer_tree.iter_layers(old_model)
                              if isinstance(layer, keras.Model)]
     for holder in holders:
         store = _rule_store.store_of(holder, create=False)
         if store is None or not store.records:
             continue
         new_holder = new_of.get(id(holder), new_of[id(old_model)])
-        weights = _selectors.unique_variables(holder.weights)
+        weights = _layer_tree.unique_variables(holder.weights)
         planned = {kind: [] for kind in _weights.KINDS}
         for kind, index in store.records:
             copy = mapped.get(id(weights[index])) if index < len(weights) else None

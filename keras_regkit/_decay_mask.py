@@ -8,7 +8,7 @@ that match nothing, nothing selected, and variables regularized twice.
 
 import warnings
 
-from keras_regkit import _selectors
+from keras_regkit import _path_globs
 
 
 def variable_path(variable):
@@ -18,8 +18,8 @@ def variable_path(variable):
 
 
 def _matches(path, patterns):
-    """Whether one of the glob `patterns` matches `path` (`_selectors.path_matches`)."""
-    return any(_selectors.path_matches(path, pattern) for pattern in patterns)
+    """Whether one of the glob `patterns` matches `path` (`_path_globs.path_matches`)."""
+    return any(_path_globs.path_matches(path, pattern) for pattern in patterns)
 
 
 # The last part of `variable.path` for normalization parameters: `gamma`/`beta`

@@ -12,7 +12,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _validation
 
 
@@ -181,7 +181,7 @@ def apply_elastic_net_correction(model):
 
     Example: see `CorrectedElasticNet`.
     """
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     pairs = _corrected_variables(model)
     if not pairs:
         warnings.warn(

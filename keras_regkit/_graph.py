@@ -14,8 +14,8 @@ import collections
 import keras
 
 from keras_regkit import _carry
+from keras_regkit import _layer_tree
 from keras_regkit import _private_api
-from keras_regkit import _selectors
 
 DROPOUT_LAYERS = (
     keras.layers.Dropout,
@@ -99,7 +99,7 @@ class _Level:
 
 def levels(model):
     """The graph models of `model`'s hierarchy, outermost first (validated)."""
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     if not is_graph_model(model):
         raise TypeError(
             f"`model` must be a Sequential or functional model; '{model.name}' "
@@ -160,7 +160,7 @@ def hidden_layers(levels):
     KerasHub `TransformerEncoder`, a wrapper such as `TimeDistributed`) calls
     its sub-layers from its own `call()`, so they are not in any layer graph
     and `rebuild_model` copies the composite as one layer from its config.
-    Its sub-layers are found by `_selectors.sub_layers`, recursively. Layers
+    Its sub-layers are found by `_layer_tree.sub_layers`, recursively. Layers
     of the graph themselves (even if a composite also holds them) are not
     hidden. Returns a list of `Hidden`.
     """
@@ -179,7 +179,7 @@ def hidden_layers(levels):
 
 def _owned_layers(layer, path, seen):
     """Yields `(path, sub_layer)` for the layers `layer` holds, recursively."""
-    for sub in _selectors.sub_layers(layer):
+    for sub in _layer_tree.sub_layers(layer):
         if id(sub) in seen:
             continue
         seen.add(id(sub))

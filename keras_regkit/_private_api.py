@@ -4,7 +4,7 @@ Each private attribute or function is read in exactly one small function
 below, because no public API gives the same thing. Two more places rely on
 how Keras works inside without reading a private API here:
 
-- `_selectors.sub_layers` finds the layers a composite layer owns in
+- `_layer_tree.sub_layers` finds the layers a composite layer owns in
   `vars(layer)` (Keras's `Layer.__setattr__` keeps attributes in the instance
   `__dict__`), skipping the attributes that refer to other layers without
   owning them, by their private names `_inbound_nodes`, `_outbound_nodes`

@@ -8,8 +8,8 @@ insertions for `_graph.rebuild_model`; nothing is changed here.
 import keras
 
 from keras_regkit import _graph
+from keras_regkit import _layer_tree
 from keras_regkit import _residual
-from keras_regkit import _selectors
 from keras_regkit import _validation
 from keras_regkit.dropout import CONVOLUTIONS
 from keras_regkit.layers import DropBlock2D
@@ -21,7 +21,7 @@ SCHEDULES = ("linear", "uniform")
 
 def model_levels(model, caller):
     """`_graph.levels(model)`, refusing what has no residual merge to find."""
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     if isinstance(model, keras.Sequential):
         raise TypeError(
             f"{caller}: `model` must be a functional model: in a Sequential "

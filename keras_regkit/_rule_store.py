@@ -27,7 +27,7 @@ import zlib
 
 import keras
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _weights
 
 ATTRIBUTE = "_keras_regkit_rules"
@@ -39,7 +39,7 @@ class RuleStore(keras.layers.Layer):
     """Holds one record per (variable, kind) ruled on a model; saved as an asset.
 
     A record is a dict: `kind` ("regularizer" or "constraint"), `index` (the
-    variable's position in `_selectors.unique_variables(model.weights)` of the
+    variable's position in `_layer_tree.unique_variables(model.weights)` of the
     holding model: its `weights` with each shared variable listed once),
     `variable` (its path), `shape`, `value` (`keras.saving.serialize_keras_object`
     of the rule, `None` for a removal).
@@ -75,7 +75,7 @@ def forget(model, variables, kind):
     if store is None or not variables:
         return
     wanted = {id(v) for v in variables}
-    indices = [i for i, v in enumerate(_selectors.unique_variables(model.weights)) if id(v) in wanted]
+    indices = [i for i, v in enumerate(_layer_tree.unique_variables(model.weights)) if id(v) in wanted]
     for index in indices:
         store.records.pop((kind, index), None)
 
@@ -218,7 +218,7 @@ def records(model, planned, kind):
 
     `planned` holds `(owner, variable, weight name, value)` entries of `kind`.
     """
-    index = {id(v): i for i, v in enumerate(_selectors.unique_variables(model.weights))}
+    index = {id(v): i for i, v in enumerate(_layer_tree.unique_variables(model.weights))}
     made, unstorable = [], []
     for owner, variable, name, value in planned:
         serialized = None
@@ -278,7 +278,7 @@ def kept_by_config(planned, walked, kind):
     (`MultiHeadAttention`, KerasHub blocks and backbones, most composite
     layers), whatever attributes hold them.
 
-    `walked` is `_selectors.walk_layers(model)` as a list. Each container's
+    `walked` is `_layer_tree.walk_layers(model)` as a list. Each container's
     config is computed once, however many rules lie under it.
     """
     parents_of = {id(layer): parents for layer, parents in walked}

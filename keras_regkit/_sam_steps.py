@@ -9,8 +9,8 @@ docstring; the shared math is in `_sam_math`.
 import keras
 from keras import ops
 
+from keras_regkit import _layer_tree
 from keras_regkit import _sam_math
-from keras_regkit import _selectors
 
 
 def for_backend(backend):
@@ -33,7 +33,7 @@ def build_network(model, x):
     and state read before it. `ValueError`, before any update, if it fails.
     """
     network = model.model
-    if network.built and all(layer.built for layer in _selectors.iter_layers(network)):
+    if network.built and all(layer.built for layer in _layer_tree.iter_layers(network)):
         model.built = True
         return
 

@@ -15,8 +15,8 @@ import weakref
 import keras
 from keras import ops
 
+from keras_regkit import _layer_tree
 from keras_regkit import _private_api
-from keras_regkit import _selectors
 
 HOLDER = "_keras_regkit_penalty_factors"
 
@@ -83,7 +83,7 @@ def scale_penalties(model, groups, undo):
     steps that put the regularizers back and detach the factors (that one
     runs last).
     """
-    owners = _selectors.variable_owners(model)
+    owners = _layer_tree.variable_owners(model)
     owner = owners.get(id(groups[0][1][0]), model)
     holder = _HOLDERS.get(owner)
     if holder is None:

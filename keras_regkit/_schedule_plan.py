@@ -10,6 +10,7 @@ does not know. `_regularization_schedule` then installs the plan.
 import keras
 
 from keras_regkit import _graph
+from keras_regkit import _layer_tree
 from keras_regkit import _selectors
 from keras_regkit import _wrapping
 from keras_regkit._scheduled_dropout import _ScheduledRate
@@ -35,7 +36,7 @@ def plan(model, schedules, layers, weight_decay, per_step, steps):
     `penalties` is `[(schedule, [variables])]`, `decay` is
     `(optimizer, schedule)` or `None`.
     """
-    all_layers = list(_selectors.iter_layers(model))
+    all_layers = list(_layer_tree.iter_layers(model))
     names = ", ".join(layer.name for layer in all_layers)
     rates = {}  # id(layer) -> (layer, schedule, where)
     for kind, (layer_class, label) in RATE_KINDS.items():
@@ -55,7 +56,7 @@ def plan(model, schedules, layers, weight_decay, per_step, steps):
     owners = {}  # id(variable) -> (variable, schedule key)
     regularizers = schedules["regularizers"]
     if regularizers is not None:
-        penalized = [v for v in _selectors.unique_variables(model.trainable_weights)
+        penalized = [v for v in _layer_tree.unique_variables(model.trainable_weights)
                      if v.regularizer is not None]
         if not penalized:
             raise ValueError(

@@ -7,7 +7,7 @@ its docstring.
 import numpy as np
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _units
 from keras_regkit.constraints import MaxNorm
 
@@ -18,8 +18,8 @@ def variable_statistics(model, epoch=None):
     The keys are those of `RegularizationMonitor`'s rows (see there), plus
     `trainable`.
     """
-    _selectors.check_model(model)
-    owners = _selectors.variable_owners(model)
+    _layer_tree.check_model(model)
+    owners = _layer_tree.variable_owners(model)
     decay = _decay_state(model)
     trainable = {id(v) for v in model.trainable_weights}
     rows = []

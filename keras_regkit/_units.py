@@ -20,7 +20,7 @@ Pure functions: nothing here changes a layer or a variable.
 import keras
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _weights
 
 # Public Keras classes; subclasses inherit their layout.
@@ -94,7 +94,7 @@ def unit_axes(layer, variable):
         )
     rank = len(shape)
     # The innermost layer under `layer` (itself included) holding `variable`.
-    layer = _selectors.variable_owners(layer).get(id(variable), layer)
+    layer = _layer_tree.variable_owners(layer).get(id(variable), layer)
     role = _weights.weight_name(layer, variable, _ROLES)
     if rank >= 3 and (
         (isinstance(layer, _DEPTHWISE) and role == "kernel")

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _validation
 from keras_regkit import batch_norm
 
@@ -76,7 +76,7 @@ def make_lerp(averages, variables):
 def _in_model_order(model, variables):
     """`variables` without repeats, in the order of `model.weights` (others after)."""
     position = {id(v): i for i, v in enumerate(model.weights)}
-    variables = _selectors.unique_variables(variables)
+    variables = _layer_tree.unique_variables(variables)
     return sorted(variables, key=lambda v: position.get(id(v), len(position)))
 
 

@@ -10,7 +10,7 @@ holds. `attach` sets both. Shared by `rules` (which decides what to set) and
 import keras
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 
 # The rule kinds a weight takes: kind -> (base class, an example for error messages).
 # Also the only attribute names `attach` sets on a variable.
@@ -140,7 +140,7 @@ def put_back(previous):
 def reset_compiled_functions(model):
     """Drops traced train/test functions: they captured the old losses/constraints."""
     models = [model] + [
-        layer for layer in _selectors.iter_layers(model) if isinstance(layer, keras.Model)
+        layer for layer in _layer_tree.iter_layers(model) if isinstance(layer, keras.Model)
     ]
     for each in models:
         for attribute in ("train_function", "test_function"):

@@ -11,13 +11,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _validation
 
 
 def _batch_norm_layers(model):
     """Every `keras.layers.BatchNormalization` under `model`, nested ones included."""
-    return [layer for layer in _selectors.iter_layers(model)
+    return [layer for layer in _layer_tree.iter_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 

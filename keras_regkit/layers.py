@@ -21,7 +21,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _validation
 
 __all__ = ["DropBlock2D", "DropBlockSchedule", "DropPath"]
@@ -375,7 +375,7 @@ class DropBlockSchedule(keras.callbacks.Callback):
         self._ramp = None
 
     def on_train_begin(self, logs=None):
-        self._layers = [layer for layer in _selectors.iter_layers(self.model)
+        self._layers = [layer for layer in _layer_tree.iter_layers(self.model)
                         if isinstance(layer, DropBlock2D)]
         if not self._layers:
             raise ValueError(

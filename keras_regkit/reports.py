@@ -8,7 +8,7 @@ group-lasso steps).
 import numpy as np
 from keras import ops
 
-from keras_regkit import _selectors
+from keras_regkit import _layer_tree
 from keras_regkit import _tables
 from keras_regkit import _units
 from keras_regkit import _validation
@@ -45,12 +45,12 @@ def summary(model, print_fn=print):
     >>> rows[0]["penalty"]  # 0.1 * (3 + 4)
     0.7
     """
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     print_fn = _validation.print_fn(print_fn)
-    layer_of = {k: layer.name for k, layer in _selectors.variable_owners(model).items()}
+    layer_of = {k: layer.name for k, layer in _layer_tree.variable_owners(model).items()}
     trainable = {id(v) for v in model.trainable_weights}
     rows = []
-    for variable in _selectors.unique_variables(model.weights):
+    for variable in _layer_tree.unique_variables(model.weights):
         regularizer = getattr(variable, "regularizer", None)
         constraint = getattr(variable, "constraint", None)
         if regularizer is None and constraint is None:
@@ -118,11 +118,11 @@ def sparsity(model, print_fn=print):
     >>> rows[0]["zeros"], rows[0]["zero_units"], rows[-1]["fraction"]
     (4, 1, 0.625)
     """
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     print_fn = _validation.print_fn(print_fn)
-    owner_of = _selectors.variable_owners(model)
+    owner_of = _layer_tree.variable_owners(model)
     rows = []
-    for variable in _selectors.unique_variables(model.trainable_weights):
+    for variable in _layer_tree.unique_variables(model.trainable_weights):
         if len(variable.shape) < 1:
             continue
         owner = owner_of.get(id(variable), model)

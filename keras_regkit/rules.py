@@ -15,11 +15,13 @@ import warnings
 
 import keras
 
+from keras_regkit import _layer_tree
+from keras_regkit import _path_globs
 from keras_regkit import _rule_store
 from keras_regkit import _selectors
+from keras_regkit import _units
 from keras_regkit import _weights
 from keras_regkit import saving
-from keras_regkit import _units
 from keras_regkit.constraints import MaxNorm
 from keras_regkit.regularizers import GroupLasso
 
@@ -154,10 +156,10 @@ KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 def _apply_rules(model, rules, target, kind):
     """Validates every rule of `kind` ("regularizer"/"constraint"), then applies all."""
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     targets = _check_targets(target)
     checked = _check_rules(rules, kind)
-    walked = list(_selectors.walk_layers(model))
+    walked = list(_layer_tree.walk_layers(model))
     layers = [layer for layer, _ in walked]
     plan = {}  # id(variable) -> (owner, variable, weight name, value)
     for selector, predicate, value in checked:
@@ -203,7 +205,7 @@ def _entries_by_layer(model, layers, selector, predicate, targets):
         raise ValueError(
             f"Rule {_selectors.describe(selector)} of `rules` matches no layer "
             f"of model '{model.name}'. Its layers are: "
-            f"{_selectors.layer_names(model)}"
+            f"{_layer_tree.layer_names(model)}"
         )
     entries = []
     for layer in matched:
@@ -228,14 +230,14 @@ def _entries_by_layer(model, layers, selector, predicate, targets):
 
 def _entries_by_path(model, pattern):
     """`[(owner, variable, weight name)]` for the variables whose path matches."""
-    owners = _selectors.variable_owners(model)
+    owners = _layer_tree.variable_owners(model)
     entries = [
         (owners.get(id(variable), model), variable, variable.name)
-        for variable in _selectors.unique_variables(model.weights)
-        if _selectors.path_matches(variable.path, pattern)
+        for variable in _layer_tree.unique_variables(model.weights)
+        if _path_globs.path_matches(variable.path, pattern)
     ]
     if not entries:
-        paths = [variable.path for variable in _selectors.unique_variables(model.weights)]
+        paths = [variable.path for variable in _layer_tree.unique_variables(model.weights)]
         shown = paths if len(paths) <= 40 else paths[:40] + ["..."]
         raise ValueError(
             f"Rule {pattern!r} of `rules` (a pattern on `variable.path`, since it "
@@ -299,7 +301,7 @@ def _check_rules(rules, kind):
         raise ValueError(f"`rules` must hold at least one rule. Received: rules={rules!r}")
     checked = []
     for selector, value in items:
-        if _selectors.is_path_pattern(selector):
+        if _path_globs.is_path_pattern(selector):
             predicate = None  # selects variables by path
         else:
             predicate = _selectors.as_predicate(selector, name="selector")
@@ -320,7 +322,7 @@ def _weight_owners(layer, name):
     variable = _weights.get_variable(layer, name)
     if variable is not None:
         return [(layer, variable)]
-    children = _selectors.sub_layers(layer)
+    children = _layer_tree.sub_layers(layer)
     inner = {id(v) for child in children for v in child.weights}
     own = [v for v in layer.weights if id(v) not in inner and v.name == name]
     if own:  # held under another attribute name (KerasHub's PositionEmbedding)

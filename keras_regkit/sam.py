@@ -2,8 +2,8 @@
 
 import keras
 
+from keras_regkit import _layer_tree
 from keras_regkit import _sam_steps
-from keras_regkit import _selectors
 from keras_regkit import _validation
 
 
@@ -116,7 +116,7 @@ class SharpnessAwareMinimization(keras.Model):
         num_batch_splits=None,
         **kwargs,
     ):
-        _selectors.check_model(model)
+        _layer_tree.check_model(model)
         rho = _validation.positive(rho, "rho")
         _validation.boolean(adaptive, "adaptive")
         eta = _validation.non_negative(eta, "eta")

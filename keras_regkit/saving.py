@@ -13,8 +13,8 @@ import json
 
 import keras
 
+from keras_regkit import _layer_tree
 from keras_regkit import _rule_store
-from keras_regkit import _selectors
 from keras_regkit import _weights
 
 
@@ -106,13 +106,13 @@ def restore_rules(model, filepath, *, safe_mode=True, custom_objects=None):
     and `constrain` check their rules (through the same code) before any is
     applied, and on any error the model is left as it was.
     """
-    _selectors.check_model(model)
+    _layer_tree.check_model(model)
     stored = _rule_store.read_records(filepath, variable_count=_variable_count(model))
     return _restore(model, filepath, stored, safe_mode, custom_objects)
 
 
 def _variable_count(model):
-    return len(_selectors.unique_variables(model.weights))
+    return len(_layer_tree.unique_variables(model.weights))
 
 
 def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
@@ -122,8 +122,8 @@ def _restore(model, filepath, stored_records, safe_mode, custom_objects=None):
     rule of its kind and runs on the variable's shape), then applies them
     all; if applying fails anyway, what was applied is undone.
     """
-    owners = _selectors.variable_owners(model)
-    weights = _selectors.unique_variables(model.weights)
+    owners = _layer_tree.variable_owners(model)
+    weights = _layer_tree.unique_variables(model.weights)
     index = _PathIndex(weights)
     plan, missing = {}, []  # (kind, id(variable)) -> (owner, variable, kind, value)
     tried = set()  # (serialized value, shape, dtype) already dry-run

@@ -210,7 +210,7 @@ def snapshot(model):
     the weight values and the number of losses. Compare with `assert_unchanged`.
     """
     from keras_regkit._rule_store import store_of
-    from keras_regkit._selectors import iter_layers
+    from keras_regkit._layer_tree import iter_layers
 
     layers = [model] + list(iter_layers(model))
     stores = [store_of(layer, create=False) for layer in layers if isinstance(layer, keras.Model)]

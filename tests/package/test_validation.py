@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_regkit import _layer_tree
 from keras_regkit import _selectors
 from keras_regkit import _validation
 
@@ -129,15 +130,15 @@ def _nested_model():
 
 
 def test_iter_layers_recurses_into_nested_models():
-    names = _selectors.layer_names(_nested_model())
+    names = _layer_tree.layer_names(_nested_model())
     assert names[-3:] == ["inner", "inner_dense", "head"]
-    top = _selectors.layer_names(_nested_model(), recursive=False)
+    top = _layer_tree.layer_names(_nested_model(), recursive=False)
     assert "inner_dense" not in top and "inner" in top
 
 
 def test_as_predicate_kinds():
     model = _nested_model()
-    layers = list(_selectors.iter_layers(model))
+    layers = list(_layer_tree.iter_layers(model))
     by_glob = _selectors.as_predicate("*dense")
     by_class = _selectors.as_predicate(keras.layers.Dense)
     by_tuple = _selectors.as_predicate((keras.layers.Dense, keras.Sequential))
@@ -161,6 +162,6 @@ def test_as_predicate_refuses_empty_glob():
 
 def test_check_model():
     with pytest.raises(TypeError, match="Received: model=3"):
-        _selectors.check_model(3)
+        _layer_tree.check_model(3)
     with pytest.raises(TypeError, match="keras.Model"):
-        _selectors.check_model(keras.layers.Dense(2))
+        _layer_tree.check_model(keras.layers.Dense(2))
