@@ -15,32 +15,26 @@ last weights in the model (`final_weights="last"`), so the plain run is what
 Writes `<out>/epochs.jsonl` (a row per epoch, as it goes) and prints a table.
 """
 
-import argparse
-import json
-import os
-import platform
-import sys
 import time
 
 import keras
 
+import _bench
 import keras_regkit
 from keras_regkit.baselines import cifar10
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
+    parser = _bench.argument_parser(__doc__)
+    _bench.run_arguments(parser, out="runs/averaging")
     parser.add_argument("--train-limit", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--swa-start", type=int, default=5, help="0-based epoch")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/averaging")
     args = parser.parse_args(argv)
 
-    os.makedirs(args.out, exist_ok=True)
+    write_epoch = _bench.json_lines(args.out, "epochs.jsonl")
     keras.utils.set_random_seed(args.seed)
     data = cifar10.load_cifar10(batch_size=args.batch_size, data_dir=args.data_dir,
                                 train_limit=args.train_limit, standardize=True,
@@ -52,13 +46,9 @@ def main(argv=None):
                            validation_data=data.test, final_weights="last")
     ema = keras_regkit.EMA(decay=args.ema_decay, validation_data=data.test,
                            final_weights="last")
-    rows_path = os.path.join(args.out, "epochs.jsonl")
-    open(rows_path, "w").close()
 
     def write_row(epoch, logs):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        with open(rows_path, "a") as file:
-            file.write(json.dumps(row) + "\n")
+        write_epoch({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
 
     started = time.time()
     history = model.fit(data.train, epochs=args.epochs, validation_data=data.test, verbose=2,
@@ -66,19 +56,20 @@ def main(argv=None):
                             on_epoch_end=write_row)])
     minutes = (time.time() - started) / 60
     logs = history.history
-    print(f"\nResNet-20, CIFAR-10 (local copy), {args.train_limit} training images, "
-          f"{args.epochs} epochs, Adam 1e-3, augmentation; {platform.node()}, "
-          f"{os.cpu_count()} CPUs, keras {keras.__version__} ({keras.backend.backend()}), "
-          f"{minutes:.1f} min; command: {' '.join(sys.argv)}\n")
-    print("| epoch | last weights | SWA (BN recalibrated) | EMA |")
-    print("|---|---|---|---|")
-    for i in range(args.epochs):
-        cells = [f"{logs['val_accuracy'][i]:.4f}"]
-        for key in ("val_swa_accuracy", "val_ema_accuracy"):
-            values = logs.get(key, [])
-            offset = args.epochs - len(values)  # SWA logs from its start epoch
-            cells.append(f"{values[i - offset]:.4f}" if i >= offset else "")
-        print(f"| {i + 1} | " + " | ".join(cells) + " |")
+    what = (f"ResNet-20, CIFAR-10 (local copy), {args.train_limit} training images, "
+            f"{args.epochs} epochs, Adam 1e-3, augmentation")
+    print(f"\n{_bench.run_line(what, f'{minutes:.1f} min')}\n")
+
+    def rows():
+        for i in range(args.epochs):
+            cells = [i + 1, f"{logs['val_accuracy'][i]:.4f}"]
+            for key in ("val_swa_accuracy", "val_ema_accuracy"):
+                values = logs.get(key, [])
+                offset = args.epochs - len(values)  # SWA logs from its start epoch
+                cells.append(f"{values[i - offset]:.4f}" if i >= offset else "")
+            yield cells
+
+    _bench.print_markdown(["epoch", "last weights", "SWA (BN recalibrated)", "EMA"], rows())
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-
 import _bench  # noqa: E402
 import keras_regkit  # noqa: E402
 from keras_regkit.baselines import cifar10  # noqa: E402

@@ -21,15 +21,12 @@ hidden Dense), made schedulable with `keras_regkit.schedulable_dropout`.
 Writes `<out>/runs.jsonl` (a row per arm, as it goes) and prints a table.
 """
 
-import argparse
 import json
-import os
-import platform
-import sys
 import time
 
 import keras
 
+import _bench
 import keras_regkit
 from keras_regkit.baselines import cifar10
 
@@ -61,8 +58,8 @@ def _arm(name, blocks, dropout, schedule, data, epochs, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
+    parser = _bench.argument_parser(__doc__)
+    _bench.run_arguments(parser, out="runs/dropout_schedules")
     parser.add_argument("--under-images", type=int, default=10000)
     parser.add_argument("--under-epochs", type=int, default=8)
     parser.add_argument("--early-epochs", type=int, default=2)
@@ -71,12 +68,8 @@ def main(argv=None):
     parser.add_argument("--late-epochs", type=int, default=4)
     parser.add_argument("--test-limit", type=int, default=5000,
                         help="the first N test images (evaluated every epoch)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/dropout_schedules")
     args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    rows_path = os.path.join(args.out, "runs.jsonl")
-    open(rows_path, "w").close()
+    write_run = _bench.json_lines(args.out, "runs.jsonl")
 
     setups = [
         ("underfitting", 1, args.under_images, args.under_epochs, True,
@@ -96,21 +89,18 @@ def main(argv=None):
             row = {"setup": setup, "images": images, "epochs": epochs, "blocks": blocks,
                    **_arm(name, blocks, dropout, schedule, data, epochs, args.seed)}
             rows.append(row)
-            with open(rows_path, "a") as file:
-                file.write(json.dumps(row) + "\n")
+            write_run(row)
             print(json.dumps(row), flush=True)
 
-    print(f"\nCIFAR-10 (local copy), first {args.test_limit} test images, VGG-like, "
-          f"Adam 1e-3, seed {args.seed}; {platform.node()}, "
-          f"{os.cpu_count()} CPUs, keras {keras.__version__} ({keras.backend.backend()}); "
-          f"command: {' '.join(sys.argv)}\n")
-    print("| set-up | arm | train acc. | test acc. | gap | best test acc. (epoch) |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['setup']} ({row['images']} images, {row['blocks']} block(s), "
-              f"{row['epochs']} epochs) | {row['arm']} | {row['train_accuracy']:.4f} | "
-              f"{row['test_accuracy']:.4f} | {row['gap']:+.4f} | "
-              f"{row['best_test_accuracy']:.4f} ({row['best_epoch']}) |")
+    what = (f"CIFAR-10 (local copy), first {args.test_limit} test images, VGG-like, "
+            f"Adam 1e-3, seed {args.seed}")
+    print(f"\n{_bench.run_line(what)}\n")
+    _bench.print_markdown(
+        ["set-up", "arm", "train acc.", "test acc.", "gap", "best test acc. (epoch)"],
+        ([f"{row['setup']} ({row['images']} images, {row['blocks']} block(s), "
+          f"{row['epochs']} epochs)", row["arm"], f"{row['train_accuracy']:.4f}",
+          f"{row['test_accuracy']:.4f}", f"{row['gap']:+.4f}",
+          f"{row['best_test_accuracy']:.4f} ({row['best_epoch']})"] for row in rows))
 
 
 if __name__ == "__main__":

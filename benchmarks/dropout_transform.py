@@ -9,9 +9,7 @@ Usage:
     python benchmarks/dropout_transform.py [--repeats 3]
 """
 
-import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -19,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+import _bench  # noqa: E402
 import keras_regkit  # noqa: E402
 
 
@@ -32,31 +31,26 @@ def timed(fn, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    import tensorflow as tf
-
-    print(
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; Python "
-        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}"
-    )
     model = keras.applications.ResNet50(weights=None)
-    print("| transform | layers before -> after | median seconds |")
-    print("|---|---|---|")
-    seconds, dropped = timed(
-        lambda: keras_regkit.insert_dropout(model, 0.1, after=keras.layers.Add), args.repeats
-    )
-    print(
-        f"| insert_dropout(ResNet50, 0.1, after=Add) | {len(model.layers)} -> "
-        f"{len(dropped.layers)} | {seconds:.2f} |"
-    )
-    seconds, restored = timed(lambda: keras_regkit.remove_dropout(dropped), args.repeats)
-    print(
-        f"| remove_dropout(result) | {len(dropped.layers)} -> {len(restored.layers)} "
-        f"| {seconds:.2f} |"
-    )
 
+    def rows():
+        seconds, dropped = timed(
+            lambda: keras_regkit.insert_dropout(model, 0.1, after=keras.layers.Add), args.repeats
+        )
+        yield ["insert_dropout(ResNet50, 0.1, after=Add)",
+               f"{len(model.layers)} -> {len(dropped.layers)}", f"{seconds:.2f}"]
+        seconds, restored = timed(lambda: keras_regkit.remove_dropout(dropped), args.repeats)
+        yield ["remove_dropout(result)", f"{len(dropped.layers)} -> {len(restored.layers)}",
+               f"{seconds:.2f}"]
+
+    _bench.print_table(
+        f"median of {args.repeats} repeats",
+        ["transform", "layers before -> after", "median seconds"],
+        rows(),
+    )
 
 if __name__ == "__main__":
     main()

@@ -18,9 +18,7 @@ Usage:
     python benchmarks/sparsity.py [--epochs 60] [--seeds 3] [--l1 1e-4 1e-3 3e-3]
 """
 
-import argparse
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,6 +28,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+import _bench  # noqa: E402
 import keras_regkit  # noqa: E402
 
 
@@ -75,33 +74,31 @@ def run(arm, l1, seed, data, epochs, learning_rate):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.argument_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--l1", type=float, nargs="+", default=[1e-4, 1e-3, 3e-3])
     args = parser.parse_args(argv)
-    import tensorflow as tf
-
-    print(
-        f"# machine: {platform.machine()}, {os.cpu_count()} CPUs; Python "
-        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
-        f"{keras.__version__}; digits, MLP 64-256-256-10, SGD lr={args.learning_rate}, "
-        f"batch 64, {args.epochs} epochs, mean of {args.seeds} seeds"
-    )
     data = load_data()
-    print("| l1 | method | test accuracy | exact-zero fraction of kernels |")
-    print("|---|---|---|---|")
-    for l1 in args.l1:
-        for arm in ("keras L1", "prox L1"):
-            results = [
-                run(arm, l1, seed, data, args.epochs, args.learning_rate)
-                for seed in range(args.seeds)
-            ]
-            accuracy = np.mean([r[0] for r in results])
-            zeros = np.mean([r[1] for r in results])
-            print(f"| {l1:g} | {arm} | {accuracy:.4f} | {zeros:.4f} |", flush=True)
 
+    def rows():
+        for l1 in args.l1:
+            for arm in ("keras L1", "prox L1"):
+                results = [
+                    run(arm, l1, seed, data, args.epochs, args.learning_rate)
+                    for seed in range(args.seeds)
+                ]
+                accuracy = np.mean([r[0] for r in results])
+                zeros = np.mean([r[1] for r in results])
+                yield [f"{l1:g}", arm, f"{accuracy:.4f}", f"{zeros:.4f}"]
+
+    _bench.print_table(
+        f"digits, MLP 64-256-256-10, SGD lr={args.learning_rate}, batch 64, "
+        f"{args.epochs} epochs, mean of {args.seeds} seeds",
+        ["l1", "method", "test accuracy", "exact-zero fraction of kernels"],
+        rows(),
+    )
 
 if __name__ == "__main__":
     main()
