@@ -29,8 +29,9 @@ checks, each item a function of its own whose failures name the item:
    variables stay float32;
 6. `check_dynamic_shapes`: a functional model on `keras.Input` with `None`
    spatial sizes keeps `None` in its output shape, and, called on two
-   spatial sizes, gives outputs of the input's shape, the identity in
-   inference and drops-and-rescales in training.
+   spatial sizes, eagerly and with `predict` under `jit_compile=True`, gives
+   outputs of the input's shape, the identity in inference and
+   drops-and-rescales in training.
 
 The statistics are this checklist's own; the layers' math (the exact kept
 fraction of DropBlock, mask shapes) is tested against NumPy references in
@@ -248,16 +249,20 @@ def _other_size(shape, axes):
 def check_dynamic_shapes(case):
     unknown = tuple(None if axis in case.spatial_axes else size
                     for axis, size in enumerate(case.input_shape))
-    layer = case.make()
-    model = _both_modes_model(layer, unknown[1:])
+    model = _both_modes_model(case.make(), unknown[1:])
     for output in model.outputs:
         assert tuple(output.shape) == (None, *unknown[1:]), (
             f"dynamic shapes: symbolic output {output.shape}, input {unknown}")
+    # On TensorFlow the second `predict` retraces with `None` sizes (Keras
+    # traces with `reduce_retracing`); JAX compiles for each size.
+    model.compile(jit_compile=True)
     for shape in (case.input_shape, _other_size(case.input_shape, case.spatial_axes)):
         x = case.inputs(shape)
-        off, on = model(x)
-        _equal(off, x, f"dynamic shapes, {shape}, training=False: not the identity")
-        assert_drops_and_rescales(on, x, case, what=f"dynamic shapes, {shape}, training=True")
+        for mode, (off, on) in (("eager", model(x)),
+                                ("jit_compile", model.predict(x, batch_size=len(x), verbose=0))):
+            what = f"dynamic shapes, {shape}, {mode}"
+            _equal(off, x, f"{what}, training=False: not the identity")
+            assert_drops_and_rescales(on, x, case, what=f"{what}, training=True")
 
 
 # ---------------------------------------------------------------- fresh process
