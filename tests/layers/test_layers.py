@@ -47,21 +47,9 @@ def test_droppath_is_per_sample_with_exact_scaling():
     assert 0 < dropped.sum() < 64
 
 
-@pytest.mark.parametrize("training", [False, None])
-def test_droppath_is_the_identity_in_inference(training):
+def test_droppath_with_rate_0_is_the_identity_in_training():
     x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
-    layer = DropPath(0.5, seed=0)
-    np.testing.assert_array_equal(_np(layer(x, training=training)), x)
     np.testing.assert_array_equal(_np(DropPath(0.0)(x, training=True)), x)
-
-
-def test_droppath_is_deterministic_under_a_seed():
-    x = np.ones((32, 2), "float32")
-    first = _np(DropPath(0.5, seed=7)(x, training=True))
-    again = DropPath(0.5, seed=7)
-    np.testing.assert_array_equal(_np(again(x, training=True)), first)
-    # The generator advances: the next call draws anew.
-    assert not np.array_equal(_np(again(x, training=True)), first)
 
 
 @pytest.mark.tensorflow_only
@@ -76,13 +64,6 @@ def test_droppath_gradient_is_the_mask_over_keep():
     grad = tape.gradient(value, x).numpy()
     kept = np.any(out.numpy() != 0, axis=1, keepdims=True)
     np.testing.assert_allclose(grad, np.where(kept, weights / 0.75, 0.0), rtol=1e-6)
-
-
-def test_droppath_keeps_a_mixed_precision_dtype():
-    layer = DropPath(0.5, seed=0, dtype="mixed_float16")
-    out = layer(np.ones((8, 2), "float32"), training=True)
-    assert keras.backend.standardize_dtype(out.dtype) == "float16"
-    assert set(np.unique(_np(out))) <= {0.0, 2.0}
 
 
 # ---------------------------------------------------------------- DropBlock2D
@@ -159,15 +140,6 @@ def test_dropblock_drops_whole_blocks_inside_the_valid_region(data_format):
     assert dropped_any > 10
 
 
-def test_dropblock_renormalizes_by_the_kept_fraction_of_the_batch():
-    x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
-    out = _np(DropBlock2D(0.3, 3, seed=4)(x, training=True))
-    kept = out != 0
-    scale = kept.size / kept.sum()  # count(M) / count_ones(M)
-    assert scale > 1.1
-    np.testing.assert_allclose(out[kept], x[kept] * scale, rtol=1e-5)
-
-
 def test_block_larger_than_the_map_drops_whole_channels():
     rate, maps_per_draw = 0.3, 2000
     layer = DropBlock2D(rate, block_size=7, seed=5)
@@ -181,17 +153,8 @@ def test_block_larger_than_the_map_drops_whole_channels():
     assert abs(kept.mean() - (1 - rate)) < 3 * sigma
 
 
-def test_dropblock_on_a_map_of_unknown_size():
-    inputs = keras.Input((None, None, 2))
-    model = keras.Model(inputs, DropBlock2D(0.2, 3, seed=0)(inputs, training=True))
-    out = _np(model(np.ones((4, 9, 9, 2), "float32")))
-    assert out.shape == (4, 9, 9, 2) and 0 < (out == 0).mean() < 0.5
-
-
-@pytest.mark.parametrize("training", [False, None])
-def test_dropblock_is_the_identity_in_inference(training):
+def test_dropblock_with_rate_0_is_the_identity_in_training():
     x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
-    np.testing.assert_array_equal(_np(DropBlock2D(0.5, 3)(x, training=training)), x)
     np.testing.assert_array_equal(_np(DropBlock2D(0.0, 3)(x, training=True)), x)
 
 
@@ -217,13 +180,6 @@ def test_dropblock_reads_the_factor_inside_a_traced_function():
     np.testing.assert_array_equal(step(x).numpy(), x)
     layer.rate_factor.assign(1.0)  # same trace: no retracing needed
     assert (step(x).numpy() == 0).mean() > 0.2
-
-
-def test_dropblock_is_deterministic_under_a_seed():
-    x = np.ones((4, 8, 8, 2), "float32")
-    first = _np(DropBlock2D(0.3, 3, seed=11)(x, training=True))
-    np.testing.assert_array_equal(_np(DropBlock2D(0.3, 3, seed=11)(x, training=True)), first)
-    assert not np.array_equal(_np(DropBlock2D(0.3, 3, seed=12)(x, training=True)), first)
 
 
 @pytest.mark.tensorflow_only
@@ -297,43 +253,13 @@ def test_schedule_without_dropblock_layers_is_refused():
 # ---------------------------------------------------------------- serialization
 
 
-@pytest.mark.parametrize("obj", [
-    DropPath(0.2, seed=3, name="dp"),
-    DropBlock2D(0.1, block_size=5, data_format="channels_first", seed=None),
-    DropBlockSchedule(epochs=7),
-], ids=["DropPath", "DropBlock2D", "DropBlockSchedule"])
-def test_config_round_trip(obj):
-    restored = helpers.config_round_trip(obj)
-    for key in ("rate", "seed", "block_size", "data_format", "epochs"):
-        if hasattr(obj, key):
-            assert getattr(restored, key) == getattr(obj, key)
+def test_schedule_config_round_trip():  # the layers: test_layer_checklist.py
+    assert helpers.config_round_trip(DropBlockSchedule(epochs=7)).epochs == 7
 
 
 def test_data_format_defaults_to_the_keras_setting():
     assert DropBlock2D(0.1).data_format == keras.config.image_data_format()
     assert DropBlock2D(0.1).block_size == 7
-
-
-def test_save_and_load_in_a_fresh_process(tmp_path):
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
-    x = DropBlock2D(0.2, 3, seed=1, name="block_drop")(x)
-    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
-    x = keras.layers.Add()([x, DropPath(0.3, seed=2, name="path_drop")(branch)])
-    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, outputs)
-    model.compile("sgd", "mse")
-    model.get_layer("block_drop").rate_factor.assign(0.4)  # schedule state is saved
-    path = tmp_path / "model.keras"
-    model.save(path)
-    x = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype("float32")
-    loaded = helpers.load_in_fresh_process(path, x, train_targets=np.zeros((3, 2), "float32"))
-    np.testing.assert_allclose(loaded["predictions"], _np(model(x, training=False)), atol=1e-6)
-    assert len(loaded["weights"]) == len(model.weights)
-    for got, want in zip(loaded["weights"], model.weights):
-        np.testing.assert_array_equal(got, _np(want))
-    assert any(np.ndim(w) == 0 and w == pytest.approx(0.4) for w in loaded["weights"])
-    assert all(np.all(np.isfinite(w)) for w in loaded["weights_after_step"])
 
 
 # ---------------------------------------------------------------- bad input

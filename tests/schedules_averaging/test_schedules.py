@@ -2,7 +2,9 @@
 
 The references are NumPy formulas written here from the docstrings (and, for
 early/late, from facebookresearch/dropout's `drop_scheduler`), never numbers
-copied from the code's output. Training with schedules: `test_schedules_training.py`.
+copied from the code's output. Training with schedules: `test_schedules_training.py`;
+what every layer owes (round trips, seeds, jit, mixed precision, unknown sizes):
+`tests/layers/test_layer_checklist.py`.
 """
 
 import math
@@ -282,15 +284,6 @@ def test_layer_traced_once_for_every_size_and_factor(jit_compile):
         assert np.all(out == out[:, :1, :1, :])  # whole maps
     layer.rate_factor.assign(0.0)  # the same traced step reads the new factor
     assert np.array_equal(step(np.ones((4, 2, 7, 3), "float32")), np.ones((4, 2, 7, 3)))
-
-
-def test_layer_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    layer = ScheduledDropout(0.5, seed=0)
-    out = layer(np.ones((64, 8), "float32"), training=True)
-    assert keras.backend.standardize_dtype(out.dtype) == "float16"
-    _assert_values_in(_np(out).astype("float32"), [0.0, 2.0])
-    assert layer.rate_factor.dtype == "float32"
 
 
 @pytest.mark.parametrize("make, error, match", [
