@@ -26,6 +26,15 @@ def _renamed(old, new):
     )
 
 
+def _moved(old, new):
+    warnings.warn(
+        f"`Variant.{old}()` is deprecated: a `Variant` is data. Use "
+        f"`keras_regkit.baselines.cifar10.{new}`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One named regularization set-up of the baseline.
@@ -138,6 +147,23 @@ class Variant:
         return normalized_weight_decay(
             self.normalized_decay, run["batch_size"], run["num_examples"], run["epochs"]
         )
+
+    # Deprecated (0.1.0 had them; a Variant is now data). The only imports
+    # here that go up the baselines' order, at call time, after the warning.
+    def build_model(self, *, batch_norm=False, blocks=2):
+        """Deprecated: use `cifar10.build_variant(variant)` (compiled) instead."""
+        _moved("build_model", "build_variant(variant) (or _model.build_network)")
+        from keras_regkit.baselines import _model  # deprecated path only
+
+        return _model.build_network(self, batch_norm=batch_norm, blocks=blocks)
+
+    def build_optimizer(self, *, batch_size=None, num_examples=None, epochs=None):
+        """Deprecated: `cifar10.build_variant(variant)` compiles with it."""
+        _moved("build_optimizer", "build_variant(variant)")
+        from keras_regkit.baselines import _model  # deprecated path only
+
+        return _model.build_optimizer(
+            self, batch_size=batch_size, num_examples=num_examples, epochs=epochs)
 
     def to_dict(self):
         return dataclasses.asdict(self)

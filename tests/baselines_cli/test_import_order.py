@@ -31,10 +31,19 @@ ORDER = [
 ]
 
 
-def _imported(path, package):
-    """The dotted names of the modules `path` imports, anywhere in the file."""
+def _imported(path, package, skip=()):
+    """The dotted names of the modules `path` imports, anywhere in the file.
+
+    `skip` names functions `(name, ...)` whose imports are not counted.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skipped = {id(inner) for node in ast.walk(tree)
+               if isinstance(node, ast.FunctionDef) and node.name in skip
+               for inner in ast.walk(node)}
     names = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -47,11 +56,24 @@ def _imported(path, package):
     return names
 
 
-def _baselines_imported(path, package):
-    """The baselines modules (by short name) that `path` imports."""
+# The one exception: the deprecated `Variant` methods of 0.1.0 import the model
+# code at call time, after their DeprecationWarning (no run goes through them).
+DEPRECATED = {"_variants": ("build_model", "build_optimizer")}
+
+
+def _baselines_imported(path, package, module=None):
+    """The baselines modules (by short name) that `path` imports, less `DEPRECATED`."""
     prefix = BASELINES + "."
-    return {name[len(prefix):].split(".")[0] for name in _imported(path, package)
+    skip = DEPRECATED.get(module, ())
+    return {name[len(prefix):].split(".")[0] for name in _imported(path, package, skip)
             if name.startswith(prefix)}
+
+
+def test_the_exceptions_are_deprecated_shims():
+    path = PACKAGE / "baselines" / "_variants.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name in DEPRECATED["_variants"]:
+            assert "_moved(" in ast.unparse(node), node.name
 
 
 def test_every_baselines_module_has_a_place_in_the_order():
@@ -63,7 +85,7 @@ def test_baselines_modules_import_only_those_below_them():
     wrong = []
     for rank, module in enumerate(ORDER):
         path = PACKAGE / "baselines" / f"{module}.py"
-        for target in sorted(_baselines_imported(path, BASELINES)):
+        for target in sorted(_baselines_imported(path, BASELINES, module)):
             if target not in ORDER[:rank]:
                 wrong.append(f"{module} imports {target}")
         if {"keras_regkit.cli", "keras_regkit_cli"} & set(_imported(path, BASELINES)):

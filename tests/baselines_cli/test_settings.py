@@ -264,3 +264,16 @@ def test_sweep_checks_its_run_arguments_before_writing(tmp_path, kwargs, error, 
     with pytest.raises(error, match=message):
         cifar10.sweep("l2", "l2", [1e-3], out=tmp_path / "sweep", **kwargs)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_variant_build_methods_of_0_1_0_still_work_with_a_warning():
+    variant = cifar10.VARIANTS["adamw"]
+    with pytest.warns(DeprecationWarning, match=r"`Variant.build_model\(\)` is deprecated"):
+        model = variant.build_model()
+    with pytest.warns(DeprecationWarning, match=r"`Variant.build_optimizer\(\)` is deprecated"):
+        optimizer = variant.build_optimizer(batch_size=128, num_examples=50000, epochs=10)
+    built = cifar10.build_variant(variant)
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
+    assert type(optimizer) is type(built.optimizer)
+    assert optimizer.weight_decay == pytest.approx(
+        variant.decoupled_weight_decay(batch_size=128, num_examples=50000, epochs=10))
