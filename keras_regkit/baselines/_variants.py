@@ -165,6 +165,14 @@ class Variant:
         return _model.build_optimizer(
             self, batch_size=batch_size, num_examples=num_examples, epochs=epochs)
 
+    def build_callbacks(self, *, epochs=None, train_data=None, validation_data=None):
+        """Deprecated: use `cifar10.build_callbacks(variant, ...)` instead."""
+        _moved("build_callbacks", "build_callbacks(variant, ...)")
+        from keras_regkit.baselines import _model  # deprecated path only
+
+        return _model.build_callbacks(self, epochs=epochs, train_data=train_data,
+                                      validation_data=validation_data)
+
     def to_dict(self):
         return dataclasses.asdict(self)
 

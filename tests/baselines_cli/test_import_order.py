@@ -58,7 +58,7 @@ def _imported(path, package, skip=()):
 
 # The one exception: the deprecated `Variant` methods of 0.1.0 import the model
 # code at call time, after their DeprecationWarning (no run goes through them).
-DEPRECATED = {"_variants": ("build_model", "build_optimizer")}
+DEPRECATED = {"_variants": ("build_model", "build_optimizer", "build_callbacks")}
 
 
 def _baselines_imported(path, package, module=None):

@@ -272,6 +272,11 @@ def test_variant_build_methods_of_0_1_0_still_work_with_a_warning():
         model = variant.build_model()
     with pytest.warns(DeprecationWarning, match=r"`Variant.build_optimizer\(\)` is deprecated"):
         optimizer = variant.build_optimizer(batch_size=128, num_examples=50000, epochs=10)
+    swa = cifar10.VARIANTS["resnet+swa"]
+    with pytest.warns(DeprecationWarning, match=r"`Variant.build_callbacks\(\)` is deprecated"):
+        callbacks = swa.build_callbacks(epochs=10)
+    assert [(type(c), c.get_config()) for c in callbacks] == [
+        (type(c), c.get_config()) for c in cifar10.build_callbacks(swa, epochs=10)]
     built = cifar10.build_variant(variant)
     assert [type(layer) for layer in model.layers] == [type(layer) for layer in built.layers]
     assert type(optimizer) is type(built.optimizer)

@@ -135,8 +135,12 @@ def assert_drops_and_rescales(out, x, case, *, rtol=1e-5, what="training"):
     assert kept.any(), f"{what}: every entry dropped"
     scale = ratio[kept]
     if case.rescale == "rate":
-        want = 1 / (1 - case.rate)
+        want = 1 / (1 - case.rate)  # an identity output fails here: ratio 1
     else:
+        # Renormalized by the batch's kept count, the identity would pass the
+        # scale check; the inputs are large enough that a draw dropping nothing
+        # is practically impossible (DropBlock on (4, 8, 8, 3): about e^-17).
+        assert not kept.all(), f"{what}: nothing dropped"
         want = kept.size / kept.sum()
     np.testing.assert_allclose(
         scale, want, rtol=rtol,
@@ -208,6 +212,7 @@ def check_eager_and_jit(case):
     _equal(eager_off, x, "eager, training=False: not the identity")
     assert_drops_and_rescales(eager_on, x, case, what="eager, training=True")
     model.compile(jit_compile=True)
+    assert model.jit_compile, "jit_compile: Keras turned XLA off for this model"
     jit_off, jit_on = model.predict(x, batch_size=len(x), verbose=0)
     _equal(jit_off, np.asarray(eager_off), "jit_compile, training=False: differs from eager")
     assert_drops_and_rescales(jit_on, x, case, what="jit_compile, training=True")
@@ -256,6 +261,7 @@ def check_dynamic_shapes(case):
     # On TensorFlow the second `predict` retraces with `None` sizes (Keras
     # traces with `reduce_retracing`); JAX compiles for each size.
     model.compile(jit_compile=True)
+    assert model.jit_compile, "dynamic shapes: Keras turned XLA off for this model"
     for shape in (case.input_shape, _other_size(case.input_shape, case.spatial_axes)):
         x = case.inputs(shape)
         for mode, (off, on) in (("eager", model(x)),
@@ -316,11 +322,12 @@ def check_fresh_process_reload(cases, tmp_path):
         np.savez(f"{path}.data.npz", x=x, y=y)
         predictions = np.asarray(model(x, training=False))
         training = np.asarray(layer(x, training=True))
+        weights = [np.asarray(w) for w in layer.weights]  # as the child reads them
         model.train_on_batch(x, y)
         steps = [np.asarray(w) for w in model.trainable_weights]
-        expected.append((path, case, layer, x, predictions, training, steps))
+        expected.append((path, case, layer, x, predictions, training, weights, steps))
     helpers.run_python(_CHILD.replace("PATHS", repr([str(p) for p, *_ in expected])))
-    for path, case, layer, x, predictions, training, steps in expected:
+    for path, case, layer, x, predictions, training, weights, steps in expected:
         what = f"fresh-process reload of {case.id or case.layer_cls.__name__}"
         meta = json.loads(pathlib.Path(f"{path}.json").read_text())
         assert meta["class"] == case.layer_cls.__name__, f"{what}: class {meta['class']}"
@@ -329,8 +336,8 @@ def check_fresh_process_reload(cases, tmp_path):
         out = np.load(f"{path}.out.npz")
         count = sum(name.startswith("weight_") for name in out.files)
         assert count == len(layer.weights), f"{what}: {count} weights, {len(layer.weights)} saved"
-        for i, want in enumerate(layer.weights):
-            _equal(out[f"weight_{i}"], np.asarray(want), f"{what}: weight {want.path} differs")
+        for i, (variable, want) in enumerate(zip(layer.weights, weights)):
+            _equal(out[f"weight_{i}"], want, f"{what}: weight {variable.path} differs")
         np.testing.assert_allclose(out["predictions"], predictions, rtol=1e-6, atol=1e-6,
                                    err_msg=f"{what}: other predictions in inference")
         _equal(out["inference"], x, f"{what}: not the identity in inference")

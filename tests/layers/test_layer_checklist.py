@@ -21,6 +21,7 @@ from keras_regkit import ScheduledSpatialDropout1D
 from keras_regkit import ScheduledSpatialDropout2D
 from keras_regkit import ScheduledSpatialDropout3D
 from tests.layers.layer_checklist import LayerCase
+from tests.layers.layer_checklist import check_config
 from tests.layers.layer_checklist import check_fresh_process_reload
 from tests.layers.layer_checklist import run_layer_checklist
 from tests.layers.test_layers import _kept_moments
@@ -83,3 +84,11 @@ def test_every_public_layer_has_a_case():
     layers = {obj for obj in public if isinstance(obj, type)
               and issubclass(obj, keras.layers.Layer) and not issubclass(obj, keras.Model)}
     assert layers == {case.layer_cls for case in CASES}
+
+
+@pytest.mark.parametrize("layer_cls, init_kwargs", [
+    (DropBlock2D, {"rate": 0.1, "block_size": 3, "seed": None}),
+    (DropPath, {"rate": 0.1, "seed": None}),
+])
+def test_config_without_a_seed(layer_cls, init_kwargs):
+    check_config(LayerCase(layer_cls, init_kwargs, (2, 4, 4, 1), (1, 2), (2, 4, 4, 1), 0.1, 0.1))
