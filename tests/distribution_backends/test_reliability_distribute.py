@@ -201,7 +201,7 @@ def _mwms_worker_main(out_path):
 def test_multi_worker_mirrored_strategy_matches_one_device(tmp_path, single_device_weights):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in helpers.free_ports(2)]}
     outs = [tmp_path / f"worker{index}.npz" for index in range(2)]
-    code = "import sys; from tests import test_reliability_distribute as t; t._mwms_worker_main(sys.argv[1])"
+    code = "import sys; from tests.distribution_backends import test_reliability_distribute as t; t._mwms_worker_main(sys.argv[1])"
     results = helpers.run_together(code, [
         ([str(out)], helpers.child_env(TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}})))
