@@ -32,6 +32,7 @@ from keras_regkit import (
     MaxNorm,
 )
 from tests import helpers
+from tests.rules_saving.reliability_problems import dense_stack
 from tests.rules_saving.reliability_problems import seeded as _seeded
 
 Dense = keras.layers.Dense
@@ -107,15 +108,8 @@ def _ruled_model():
 
 
 def _dropout_model():
-    base = keras.Sequential(
-        [
-            keras.Input((7,)),
-            Dense(8, activation="relu", name="d1", kernel_initializer=_seeded(9)),
-            Dense(8, activation="relu", name="d2", kernel_initializer=_seeded(10)),
-            Dense(2, name="head", kernel_initializer=_seeded(11)),
-        ],
-        name="base",
-    )
+    base = dense_stack(7, [("d1", 8, "relu"), ("d2", 8, "relu"), ("head", 2, None)],
+                       "base", seed=9)
     model = keras_regkit.insert_dropout(base, rate=0.3, after=Dense)
     model.compile(
         optimizer=DecoupledWeightDecay(
@@ -190,15 +184,8 @@ def _sequential_patterns_model():
     after loading). The decay must select the same variables before and after
     a save/load.
     """
-    model = keras.Sequential(
-        [
-            keras.Input((5,)),
-            Dense(4, activation="tanh", name="d1", kernel_initializer=_seeded(12)),
-            Dense(4, activation="tanh", name="d2", kernel_initializer=_seeded(13)),
-            Dense(2, name="d3", kernel_initializer=_seeded(14)),
-        ],
-        name="seqnet",
-    )
+    model = dense_stack(5, [("d1", 4, "tanh"), ("d2", 4, "tanh"), ("d3", 2, None)],
+                        "seqnet", seed=12)
     model.compile(
         optimizer=DecoupledWeightDecay(
             keras.optimizers.SGD(learning_rate=0.1), weight_decay=0.2,
