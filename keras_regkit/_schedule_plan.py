@@ -13,17 +13,18 @@ from keras_regkit import _graph
 from keras_regkit import _layer_tree
 from keras_regkit import _selectors
 from keras_regkit import _wrapping
-from keras_regkit._scheduled_dropout import _ScheduledRate
+from keras_regkit._scheduled_dropout import SCHEDULED_DROPOUT
 from keras_regkit.layers import DropBlock2D
 from keras_regkit.layers import DropPath
 from keras_regkit.optimizers import DecoupledWeightDecay
 
+# Not `_ScheduledRate` for `dropout`: `DropPath` shares that mixin, and is `drop_path`'s.
 RATE_KINDS = {
-    "dropout": (_ScheduledRate, "ScheduledDropout or ScheduledSpatialDropout1D/2D/3D"),
+    "dropout": (SCHEDULED_DROPOUT, "ScheduledDropout or ScheduledSpatialDropout1D/2D/3D"),
     "drop_path": (DropPath, "DropPath"),
     "drop_block": (DropBlock2D, "DropBlock2D"),
 }
-RATE_LAYERS = (_ScheduledRate, DropPath, DropBlock2D)
+RATE_LAYERS = SCHEDULED_DROPOUT + (DropPath, DropBlock2D)
 
 
 def plan(model, schedules, layers, weight_decay, per_step, steps):

@@ -359,6 +359,12 @@ def test_refusals_for_missing_targets():
     with pytest.raises(ValueError, match="is compiled with SGD"):
         model.fit(np.ones((2, 4)), np.ones((2, 4)), verbose=0,
                   callbacks=[RegularizationSchedule(weight_decay=0.5)])
+    # `dropout` drives the dropout layers only, not DropPath (which shares their rate mixin).
+    paths = keras.Model(inputs, keras.layers.Add()([inputs, keras_regkit.DropPath(0.2)(inputs)]))
+    paths.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="has no ScheduledDropout or ScheduledSpatialDropout"):
+        paths.fit(np.ones((2, 4)), np.ones((2, 4)), verbose=0,
+                  callbacks=[RegularizationSchedule(dropout=EarlySchedule(1))])
     zero = keras.Model(inputs, ScheduledDropout(0.0)(inputs))
     zero.compile("sgd", "mse")
     with pytest.raises(ValueError, match="has rate 0.*would do nothing"):
