@@ -10,6 +10,7 @@ step again. `scale_penalties` installs this; the undo steps it records take
 it off.
 """
 
+import contextlib
 import weakref
 
 import keras
@@ -89,16 +90,13 @@ def scale_penalties(model, groups, undo):
     if holder is None:
         holder = _HOLDERS[owner] = _FactorHolder()
     strategy = getattr(model, "distribute_strategy", None)
-    targets, names = [], []
-    for index, (schedule, variables) in enumerate(groups):
-        name = f"factor_{index}"
-        if strategy is not None:
-            with strategy.scope():
-                factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
-        else:
-            factor = keras.Variable(1.0, trainable=False, dtype="float32", name=name)
+    names = [f"factor_{index}" for index in range(len(groups))]
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        factors = [keras.Variable(1.0, trainable=False, dtype="float32", name=name)
+                   for name in names]
+    targets = []
+    for name, factor, (schedule, variables) in zip(names, factors, groups):
         setattr(holder, name, factor)
-        names.append(name)
         targets.append((schedule, factor))
         for variable in variables:
             inner = variable.regularizer
