@@ -107,10 +107,12 @@ def build_parser():
     run.add_argument("--overwrite", action="store_true",
                      help="replace a non-empty --out that holds an earlier run (or --quick "
                           "pair); it is replaced only when the new run is complete")
-    for split, images in (("train", "training"), ("test", "test")):
-        run.add_argument(f"--{split}-limit", type=_positive_int, default=None,
-                         help=f"use only the first N {images} images "
-                              f"({QUICK[f'{split}_limit']} with --quick)")
+    run.add_argument("--train-limit", type=_positive_int, default=None,
+                     help=f"use only the first N training images "
+                          f"({QUICK['train_limit']} with --quick)")
+    run.add_argument("--test-limit", type=_positive_int, default=None,
+                     help=f"use only the first N test images "
+                          f"({QUICK['test_limit']} with --quick)")
     run.add_argument("--data-dir", default=None,
                      help="tensorflow-datasets directory holding cifar10/ "
                           "(default: $TFDS_DATA_DIR)")
