@@ -23,11 +23,7 @@ def variable_statistics(model, epoch=None):
     decay = _decay_state(model)
     trainable = {id(v) for v in model.trainable_weights}
     rows = []
-    seen = set()
-    for variable in model.weights:
-        if id(variable) in seen:
-            continue
-        seen.add(id(variable))
+    for variable in _layer_tree.unique_variables(model.weights):
         regularizer = getattr(variable, "regularizer", None)
         constraint = getattr(variable, "constraint", None)
         decayed = id(variable) in decay["references"]
