@@ -19,6 +19,7 @@ from keras import ops
 from keras_regkit import _distribute
 from keras_regkit import _private_api
 from keras_regkit import _validation
+from keras_regkit import _weights
 from keras_regkit._plots import plot_statistics
 from keras_regkit._plots import write_tensorboard
 from keras_regkit._statistics import variable_statistics
@@ -99,18 +100,12 @@ def _install_split(model):
         elif "compute_loss" in vars(model):
             del model.compute_loss
         _private_api.remove_tracked_attribute(model, _TRACKERS)
-        _drop_traced_functions(model)
+        _weights.reset_compiled_functions(model)
 
     _private_api.set_tracked_attribute(model, _TRACKERS, [data, penalty])
     model.compute_loss = split_compute_loss
-    _drop_traced_functions(model)
+    _weights.reset_compiled_functions(model)  # retrace with the split loss
     return undo
-
-
-def _drop_traced_functions(model):
-    """Forgets the traced steps: the next `fit`/`evaluate` retraces with the current loss."""
-    model.train_function = None
-    model.test_function = None
 
 
 def _undo_leftovers(model):
