@@ -38,7 +38,6 @@ def plan(model, schedules, layers, weight_decay, per_step, steps):
     `(optimizer, schedule)` or `None`.
     """
     all_layers = list(_layer_tree.iter_layers(model))
-    names = ", ".join(layer.name for layer in all_layers)
     rates = {}  # id(layer) -> (layer, schedule, where)
     for kind, (layer_class, label) in RATE_KINDS.items():
         schedule = schedules[kind]
@@ -68,18 +67,19 @@ def plan(model, schedules, layers, weight_decay, per_step, steps):
         for variable in penalized:
             owners[id(variable)] = (variable, "regularizers")
     for pattern, schedule in (layers or {}).items():
-        matched = [layer for layer in all_layers
-                   if _selectors.as_predicate(pattern, name="layers key")(layer)]
+        matches = _selectors.as_predicate(pattern, name="layers key")
+        matched = [layer for layer in all_layers if matches(layer)]
         if not matched:
             raise ValueError(
                 f"RegularizationSchedule: `layers` key {pattern!r} matches no layer "
-                f"of '{model.name}'. Its layers are: {names}. "
+                f"of '{model.name}'. Its layers are: "
+                f"{', '.join(_layer_tree.layer_names(model))}. "
                 f"Received: layers={layers!r}")
         for layer in matched:
             if isinstance(layer, RATE_LAYERS):
                 rates[id(layer)] = (layer, schedule, f"layers[{pattern!r}]={schedule!r}")
                 continue
-            if isinstance(layer, _graph.DROPOUT_LAYERS):
+            if _graph.is_dropout(layer):
                 raise ValueError(
                     f"RegularizationSchedule: layer {layer.name!r} matched by `layers` "
                     f"key {pattern!r} is a Keras {type(layer).__name__}, whose rate is "
@@ -128,7 +128,7 @@ def _missing_rate_layers(model, kind, schedule, label, all_layers):
                f"layer, so the `{kind}` schedule would do nothing.")
     if kind == "dropout":
         keras_dropout = [layer.name for layer in all_layers
-                         if isinstance(layer, _graph.DROPOUT_LAYERS)]
+                         if _graph.is_dropout(layer)]
         if keras_dropout:
             message += (
                 f" Its Keras dropout layers ({', '.join(keras_dropout)}) fix their "
