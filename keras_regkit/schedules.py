@@ -154,7 +154,6 @@ class LinearSchedule(_Ramp):
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
-
     def call(self, epoch):
         progress = ops.minimum(epoch / self.epochs, 1.0)
         return self.start + (self.end - self.start) * progress
@@ -181,7 +180,6 @@ class CosineSchedule(_Ramp):
     >>> [round(curve(epoch), 6) for epoch in range(4)]  # (1 + cos(pi * epoch / 2)) / 2
     [1.0, 0.5, 0.0, 0.0]
     """
-
 
     def call(self, epoch):
         progress = ops.minimum(epoch / self.epochs, 1.0)
