@@ -17,21 +17,19 @@ again then, once) and taken off when it ends. What the schedule drives is
 found and checked first, by `_schedule_plan`.
 """
 
-import weakref
-
 import keras
 from keras import ops
 
+from keras_regkit import _leftovers
 from keras_regkit import _scaled_penalty
 from keras_regkit import _schedule_plan
 from keras_regkit import _validation
 from keras_regkit import _wrapping
 from keras_regkit import schedules
 
-# model -> the undo of the schedule installed on it while a `fit` runs. A fit
-# that raises never calls `on_train_end`; the next fit with a schedule undoes
-# the leftovers first (or call `RegularizationSchedule.restore()`).
-_INSTALLED = weakref.WeakKeyDictionary()
+# The schedule installed on a model while a `fit` runs; the next fit with a
+# schedule undoes a leftover (or call `RegularizationSchedule.restore()`).
+_INSTALLED = _leftovers.Leftovers()
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -158,9 +156,7 @@ class RegularizationSchedule(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        leftover = _INSTALLED.pop(model, None)
-        if leftover is not None:
-            leftover()
+        _INSTALLED.undo(model)
         steps = self.params.get("steps") if self.params else None
         rates, groups, decay = _schedule_plan.plan(
             model,
@@ -168,21 +164,17 @@ class RegularizationSchedule(keras.callbacks.Callback):
              "drop_block": self.drop_block, "regularizers": self.regularizers},
             self.layers, self.weight_decay, self.per_step, steps)
         undo = []
-        done = []
 
         def restore():
-            if not done:
-                done.append(True)
-                for step in reversed(undo):
-                    step()
+            for step in reversed(undo):
+                step()
 
         try:
             targets = self._install(model, rates, groups, decay, steps, undo)
         except Exception:
             restore()
             raise
-        self._undo = restore
-        _INSTALLED[model] = restore
+        self._undo = _INSTALLED.keep(model, restore)
         self._targets = targets
         self._current = {}
         self._steps = steps
@@ -226,10 +218,8 @@ class RegularizationSchedule(keras.callbacks.Callback):
         Nothing happens when nothing is installed.
         """
         if self._undo is not None and self.model is not None:
-            if _INSTALLED.get(self.model) is self._undo:
-                del _INSTALLED[self.model]
             undo, self._undo = self._undo, None
-            undo()
+            _INSTALLED.release(self.model, undo)
 
     def on_train_end(self, logs=None):
         self.restore()

@@ -11,12 +11,12 @@ import inspect
 import json
 import os
 import warnings
-import weakref
 
 import keras
 from keras import ops
 
 from keras_regkit import _distribute
+from keras_regkit import _leftovers
 from keras_regkit import _private_api
 from keras_regkit import _validation
 from keras_regkit import _weights
@@ -29,11 +29,9 @@ __all__ = ["RegularizationMonitor", "plot_statistics", "variable_statistics"]
 _TRACKERS = "_keras_regkit_penalty_trackers"
 _ABSENT = object()
 
-# model -> the undo of the split installed on it while a `fit` (or an
-# `evaluate` given the monitor) runs. A fit that raises never calls
-# `on_train_end`; the next fit or evaluate with any monitor undoes the
-# leftovers first (or call `RegularizationMonitor.restore()`).
-_INSTALLED = weakref.WeakKeyDictionary()
+# The split installed on a model while a `fit` (or an `evaluate` given the
+# monitor) runs; the next fit or evaluate with any monitor undoes a leftover.
+_INSTALLED = _leftovers.Leftovers()
 
 
 def _install_split(model):
@@ -89,12 +87,8 @@ def _install_split(model):
         return total
 
     split_compute_loss.keras_regkit_traced = traced
-    done = []
 
     def undo():
-        if done:
-            return
-        done.append(True)
         if own is not _ABSENT:
             model.compute_loss = own
         elif "compute_loss" in vars(model):
@@ -106,13 +100,6 @@ def _install_split(model):
     model.compute_loss = split_compute_loss
     _weights.reset_compiled_functions(model)  # retrace with the split loss
     return undo
-
-
-def _undo_leftovers(model):
-    """Undoes a split left on `model` by a run that raised (Keras skipped its end)."""
-    leftover = _INSTALLED.pop(model, None)
-    if leftover is not None:
-        leftover()
 
 
 def _compiled_loss(model, y, y_pred, sample_weight, dtype):
@@ -253,7 +240,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
         # Whatever can fail does so here, before the first step, not after training.
         self.rows = []
         self._checked_split = False
-        _undo_leftovers(self.model)
+        _INSTALLED.undo(self.model)
         if self.log_dir is not None and self.per_variable:
             _require("matplotlib", "log_dir", self.log_dir, "draw regularization.png")
         if self.tensorboard_dir is not None:
@@ -276,7 +263,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
         # The validation of a fit runs with the fit's split; a standalone
         # `evaluate(callbacks=[monitor])` gets its own, removed at its end.
         if self._undo is None:
-            _undo_leftovers(self.model)
+            _INSTALLED.undo(self.model)
             self._install()
             self._test_only = True
             self.model.make_test_function(force=True)
@@ -286,9 +273,8 @@ class RegularizationMonitor(keras.callbacks.Callback):
             self.restore()
 
     def _install(self):
-        self._undo = _install_split(self.model)
+        self._undo = _INSTALLED.keep(self.model, _install_split(self.model))
         self._test_only = False
-        _INSTALLED[self.model] = self._undo
 
     def restore(self):
         """Leaves the model as the monitor found it (as the end of `fit` does).
@@ -301,9 +287,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
         undo, self._undo = self._undo, None
         self._test_only = False
         if undo is not None:
-            if self.model is not None and _INSTALLED.get(self.model) is undo:
-                del _INSTALLED[self.model]
-            undo()
+            _INSTALLED.release(self.model, undo)
 
     def _start_json_lines(self):
         os.makedirs(self.log_dir, exist_ok=True)
