@@ -152,7 +152,7 @@ class Variant:
     # here that go up the baselines' order, at call time, after the warning.
     def build_model(self, *, batch_norm=False, blocks=2):
         """Deprecated: use `cifar10.build_variant(variant)` (compiled) instead."""
-        _moved("build_model", "build_variant(variant) (or _model.build_network)")
+        _moved("build_model", "build_variant(variant)")
         from keras_regkit.baselines import _model  # deprecated path only
 
         return _model.build_network(self, batch_norm=batch_norm, blocks=blocks)
